@@ -67,7 +67,8 @@ def project(pts_cam: torch.Tensor, K: torch.Tensor, min_depth_m: float = 1e-6) -
     _check_K(K)
     z = pts_cam[..., 2:].clamp_min(min_depth_m)
     xy1 = torch.cat([pts_cam[..., :2] / z, torch.ones_like(z)], dim=-1)
-    return xy1 @ K[..., :2, :].transpose(-1, -2)
+    # Broadcast products rather than a batched matmul (see ``lie.transform_points``).
+    return (K[..., None, :2, :] * xy1[..., :, None, :]).sum(-1)
 
 
 def backproject(uv: torch.Tensor, depth_m: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,560 @@
+"""A family of procedurally generated meshes for training and benchmarking.
+
+No downloaded assets: every mesh is built here from a few primitives (subdivided boxes,
+surfaces of revolution, swept tubes), in metres, centred on its bounding-box centre, with
+a diameter (largest distance between two vertices) between about 4 cm and 40 cm, and
+about 1k-7k faces so that vertex-colour patterns show.
+
+Kinds (``KINDS``):
+
+==============  ===================================================  ==================
+kind            shape                                                symmetry (geometry)
+==============  ===================================================  ==================
+``box``         subdivided box, three distinct side lengths          discrete (3 x 180)
+``cylinder``    closed cylinder                                      continuous axis z
+``cone``        cone or frustum                                      continuous axis z
+``bottle``      lathed random profile: body, shoulder, neck, lip     continuous axis z
+``bowl``        lathed shell with a random wall profile              continuous axis z
+``mug``         cylindrical shell with a bottom + torus-segment      none
+                handle
+``compound``    2-4 boxes / cylinders at random offsets and          none
+                rotations (concatenated, not boolean-unioned)
+``plate``       thin box or thin disc                                box: discrete,
+                                                                     disc: continuous
+``rod``         long thin cylinder or square bar                     continuous / discrete
+``lshape``      two boxes forming an L with unequal arms             none
+==============  ===================================================  ==================
+
+Every component is a closed (watertight, outward-oriented) surface; kinds made of several
+components (``mug``, ``compound``, ``lshape``) are concatenations whose components may
+interpenetrate, so the whole is watertight edge-wise but not a boolean union.
+
+Appearance: per-vertex colours with one of the patterns ``flat``, ``gradient``, ``bands``
+(stripes along the symmetry axis), ``stripes`` (along a random direction), ``checker``
+(3D checker of the vertex positions), ``noise`` (smooth random field) or ``parts`` (one
+colour per component). A mesh is declared symmetric only when its geometry *and* its
+colour pattern are: an axially symmetric shape keeps its continuous symmetry with
+``flat``, ``gradient`` or ``bands``, a box keeps its three 180-degree rotations only with
+``flat``; any other pattern makes the object asymmetric (``info["symmetric"] = False``).
+
+Splits and determinism: mesh ``i`` of split ``s`` with seed ``seed`` is drawn from
+``np.random.default_rng(np.random.SeedSequence([SPLIT_KEYS[s], seed, i]))``. The split
+key is part of the entropy, so the ``train``, ``val`` and ``bench`` streams are
+independent and a ``bench`` mesh is never produced by ``procedural_models("train", ...)``
+or ``("val", ...)`` for any ``n`` or ``seed``. ``bench`` is the held-out benchmark: never
+pass it to training code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.spatial import ConvexHull
+from scipy.spatial.distance import pdist
+from scipy.spatial.transform import Rotation
+import trimesh
+
+KINDS: tuple[str, ...] = (
+    "box",
+    "cylinder",
+    "cone",
+    "bottle",
+    "bowl",
+    "mug",
+    "compound",
+    "plate",
+    "rod",
+    "lshape",
+)
+
+SPLITS: tuple[str, ...] = ("train", "val", "bench")
+
+#: Entropy words that separate the seed streams of the splits (arbitrary, fixed forever:
+#: changing one changes every mesh of that split).
+SPLIT_KEYS: dict[str, int] = {"train": 0x7A1B_0001, "val": 0x7A1B_0002, "bench": 0x7A1B_BE7C}
+
+DIAMETER_RANGE_M: tuple[float, float] = (0.04, 0.40)
+
+_N_SEG = 48  # azimuthal segments of surfaces of revolution
+
+
+# ---------------------------------------------------------------------------------------
+# primitives (all closed, outward-oriented)
+# ---------------------------------------------------------------------------------------
+
+
+def _lathe(profile_rz: np.ndarray, n_seg: int = _N_SEG) -> trimesh.Trimesh:
+    """Revolve a profile about the z axis.
+
+    Args:
+        profile_rz: (P, 2) points (r, z), r >= 0. The first and last points lie on the
+            axis (r = 0) and become poles; the profile runs counter-clockwise in the
+            (r, z) half-plane (bottom pole -> outside -> top pole) for outward normals.
+        n_seg: azimuthal segments.
+    """
+    prof = np.asarray(profile_rz, dtype=np.float64)
+    if prof[0, 0] != 0.0 or prof[-1, 0] != 0.0:
+        raise ValueError("profile_rz must start and end on the axis (r = 0)")
+    ring = prof[1:-1]
+    n_ring = ring.shape[0]
+    theta = np.arange(n_seg) * (2.0 * np.pi / n_seg)
+    ct, st = np.cos(theta), np.sin(theta)
+    ring_v = np.stack(
+        [ring[:, :1] * ct[None], ring[:, :1] * st[None], np.repeat(ring[:, 1:2], n_seg, 1)], -1
+    ).reshape(-1, 3)
+    bottom = len(ring_v)
+    top = bottom + 1
+    verts = np.concatenate([ring_v, [[0.0, 0.0, prof[0, 1]]], [[0.0, 0.0, prof[-1, 1]]]])
+
+    j = np.arange(n_seg)
+    jn = (j + 1) % n_seg
+    faces = []
+    # bottom fan: pole, ring0[j+1], ring0[j] (outward when the profile leaves the pole).
+    faces.append(np.stack([np.full(n_seg, bottom), jn, j], -1))
+    if n_ring > 1:
+        i = np.arange(n_ring - 1)[:, None]
+        a = i * n_seg + j[None]  # (i, j)
+        b = (i + 1) * n_seg + j[None]  # (i+1, j)
+        c = (i + 1) * n_seg + jn[None]  # (i+1, j+1)
+        d = i * n_seg + jn[None]  # (i, j+1)
+        faces.append(np.stack([a, d, c], -1).reshape(-1, 3))
+        faces.append(np.stack([a, c, b], -1).reshape(-1, 3))
+    last = (n_ring - 1) * n_seg
+    faces.append(np.stack([np.full(n_seg, top), last + j, last + jn], -1))
+    return trimesh.Trimesh(verts, np.concatenate(faces), process=False)
+
+
+def _resample_polyline(pts: np.ndarray, step: float) -> np.ndarray:
+    """Insert points along a polyline so no segment is longer than ``step``."""
+    out = [pts[:1]]
+    for p, q in zip(pts[:-1], pts[1:], strict=True):
+        n = max(1, int(np.ceil(np.linalg.norm(q - p) / step)))
+        s = np.linspace(0.0, 1.0, n + 1)[1:, None]
+        out.append(p + s * (q - p))
+    return np.concatenate(out)
+
+
+def _lathe_polyline(pts_rz: list[tuple[float, float]], step: float, n_seg: int = _N_SEG):
+    return _lathe(_resample_polyline(np.asarray(pts_rz, dtype=np.float64), step), n_seg)
+
+
+def _grid_box(extents: np.ndarray, step: float) -> trimesh.Trimesh:
+    """A box centred at the origin whose faces are grids of cell size about ``step``."""
+    ext = np.asarray(extents, dtype=np.float64)
+    n = np.maximum(1, np.ceil(ext / step).astype(int))
+    verts, faces = [], []
+    offset = 0
+    for axis in range(3):
+        u_ax, v_ax = (axis + 1) % 3, (axis + 2) % 3
+        us = np.linspace(-ext[u_ax] / 2, ext[u_ax] / 2, n[u_ax] + 1)
+        vs = np.linspace(-ext[v_ax] / 2, ext[v_ax] / 2, n[v_ax] + 1)
+        uu, vv = np.meshgrid(us, vs, indexing="ij")
+        nu, nv = uu.shape
+        ii, jj = np.meshgrid(np.arange(nu - 1), np.arange(nv - 1), indexing="ij")
+        a = (ii * nv + jj).ravel()
+        b = ((ii + 1) * nv + jj).ravel()
+        c = ((ii + 1) * nv + jj + 1).ravel()
+        d = (ii * nv + jj + 1).ravel()
+        for sign in (1.0, -1.0):
+            p = np.zeros((nu * nv, 3))
+            p[:, axis] = sign * ext[axis] / 2
+            p[:, u_ax] = uu.ravel()
+            p[:, v_ax] = vv.ravel()
+            # (u, v, axis) is right-handed, so (a, b, c) faces +axis.
+            f = np.stack([a, b, c, a, c, d], -1).reshape(-1, 3)
+            if sign < 0:
+                f = f[:, ::-1]
+            verts.append(p)
+            faces.append(f + offset)
+            offset += len(p)
+    mesh = trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)
+    mesh.merge_vertices()
+    return mesh
+
+
+def _tube(path: np.ndarray, radius: float, n_sides: int = 12) -> trimesh.Trimesh:
+    """A closed tube of circular section swept along a planar path in the xz-plane."""
+    path = np.asarray(path, dtype=np.float64)
+    n = len(path)
+    tang = np.gradient(path, axis=0)
+    tang /= np.linalg.norm(tang, axis=1, keepdims=True)
+    b = np.array([0.0, 1.0, 0.0])  # the path's plane normal
+    nrm = np.cross(b, tang)
+    ang = np.arange(n_sides) * (2 * np.pi / n_sides)
+    ring = (
+        path[:, None]
+        + radius * np.cos(ang)[None, :, None] * nrm[:, None]
+        + radius * np.sin(ang)[None, :, None] * b[None, None]
+    ).reshape(-1, 3)
+    verts = np.concatenate([ring, path[:1], path[-1:]])
+    c0, c1 = len(ring), len(ring) + 1
+    j = np.arange(n_sides)
+    jn = (j + 1) % n_sides
+    i = np.arange(n - 1)[:, None]
+    a, bb = i * n_sides + j[None], (i + 1) * n_sides + j[None]
+    c, d = (i + 1) * n_sides + jn[None], i * n_sides + jn[None]
+    faces = [
+        np.stack([a, bb, c], -1).reshape(-1, 3),
+        np.stack([a, c, d], -1).reshape(-1, 3),
+        np.stack([np.full(n_sides, c0), jn, j], -1),
+        np.stack([np.full(n_sides, c1), (n - 1) * n_sides + j, (n - 1) * n_sides + jn], -1),
+    ]
+    mesh = trimesh.Trimesh(verts, np.concatenate(faces), process=False)
+    if mesh.volume < 0:  # orientation depends on the path's turning sense
+        mesh.invert()
+    return mesh
+
+
+def _cylinder(radius: float, height: float, step: float) -> trimesh.Trimesh:
+    h = height / 2
+    return _lathe_polyline([(0, -h), (radius, -h), (radius, h), (0, h)], step)
+
+
+def _concat(parts: list[trimesh.Trimesh]) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """Concatenate meshes; also return the component index of every vertex."""
+    verts = np.concatenate([p.vertices for p in parts])
+    offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
+    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets, strict=True)])
+    part_id = np.concatenate([np.full(len(p.vertices), k) for k, p in enumerate(parts)])
+    return trimesh.Trimesh(verts, faces, process=False), part_id
+
+
+def _rigid(mesh: trimesh.Trimesh, R: np.ndarray, t: np.ndarray) -> trimesh.Trimesh:
+    return trimesh.Trimesh(mesh.vertices @ R.T + t, mesh.faces, process=False)
+
+
+# ---------------------------------------------------------------------------------------
+# kinds; each returns (mesh at a nominal size ~1, part ids, symmetry spec)
+# symmetry spec: "axis" (continuous about z), "box" (three 180-degree turns), or None
+# ---------------------------------------------------------------------------------------
+
+_STEP = 0.045  # nominal cell size at unit size
+
+
+def _distinct_extents(rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    """Three side lengths whose pairwise ratios differ by at least 15 %."""
+    while True:
+        e = np.sort(rng.uniform(lo, hi, 3))
+        if e[1] / e[0] > 1.15 and e[2] / e[1] > 1.15:
+            return rng.permutation(e)
+
+
+def _make_box(rng):
+    return _grid_box(_distinct_extents(rng, 0.3, 1.0), _STEP * 1.2), None, "box"
+
+
+def _make_cylinder(rng):
+    r = rng.uniform(0.15, 0.5)
+    h = rng.uniform(0.3, 1.0)
+    return _cylinder(r, h, _STEP), None, "axis"
+
+
+def _make_cone(rng):
+    r0 = rng.uniform(0.25, 0.5)
+    r1 = r0 * rng.choice([0.0, rng.uniform(0.15, 0.6)])
+    h = rng.uniform(0.4, 1.0) / 2
+    pts = [(0, -h), (r0, -h), (r1, h), (0, h)] if r1 > 0 else [(0, -h), (r0, -h), (0, h)]
+    return _lathe_polyline(pts, _STEP), None, "axis"
+
+
+def _make_bottle(rng):
+    h = 1.0
+    r_body = rng.uniform(0.14, 0.28)
+    r_neck = r_body * rng.uniform(0.3, 0.55)
+    z_sh = rng.uniform(0.45, 0.65) * h  # shoulder start
+    z_neck = z_sh + rng.uniform(0.12, 0.22) * h
+    foot = r_body * rng.uniform(0.85, 1.0)
+    bulge = r_body * rng.uniform(0.95, 1.12)
+    lip = r_neck * rng.uniform(1.05, 1.25)
+    pts = [(0.0, 0.0), (foot, 0.0), (r_body, 0.04), (bulge, z_sh * 0.5), (r_body, z_sh)]
+    # shoulder: a smooth curve from the body radius to the neck radius
+    s = np.linspace(0, 1, 7)[1:]
+    for si in s:
+        r_s = r_neck + (r_body - r_neck) * np.cos(si * np.pi / 2)
+        pts.append((r_s, z_sh + si * (z_neck - z_sh)))
+    pts += [(r_neck, h - 0.06), (lip, h - 0.05), (lip, h), (0.0, h)]
+    mesh = _lathe_polyline(pts, _STEP * 0.8)
+    mesh.vertices[:, 2] -= h / 2
+    return mesh, None, "axis"
+
+
+def _make_bowl(rng):
+    r = 0.5
+    depth = rng.uniform(0.25, 0.55)
+    wall = rng.uniform(0.025, 0.05)
+    r_foot = r * rng.uniform(0.35, 0.6)
+    power = rng.uniform(1.5, 3.0)  # wall curvature
+    s = np.linspace(0, 1, 16)
+    outer = [(r_foot + (r - r_foot) * si ** (1 / power), depth * si) for si in s]
+    inner = [(max(rr - wall, 1e-3), max(z, wall)) for rr, z in outer[::-1]]
+    pts = [(0.0, 0.0)] + outer + [(r - wall / 2, depth + wall * 0.3)] + inner + [(0.0, wall)]
+    mesh = _lathe_polyline(pts, _STEP)
+    mesh.vertices[:, 2] -= depth / 2
+    return mesh, None, "axis"
+
+
+def _make_mug(rng):
+    r = rng.uniform(0.25, 0.38)
+    h = rng.uniform(0.6, 1.0)
+    wall = rng.uniform(0.025, 0.05)
+    body = _lathe_polyline(
+        [(0, 0), (r, 0), (r, h), (r - wall, h), (r - wall, wall), (0, wall)], _STEP
+    )
+    # handle: a torus segment in the xz-plane, its ends buried in the wall
+    hr = rng.uniform(0.18, 0.32) * h  # handle arc radius
+    zc = h * rng.uniform(0.45, 0.55)
+    tube_r = rng.uniform(0.025, 0.05)
+    ang = np.linspace(-np.pi / 2, np.pi / 2, 24)
+    cx = r - wall / 2  # the arc's ends sit in the wall
+    path = np.stack([cx + hr * np.cos(ang), np.zeros_like(ang), zc + hr * np.sin(ang)], -1)
+    handle = _tube(path, tube_r)
+    mesh, part = _concat([body, handle])
+    mesh.vertices[:, 2] -= h / 2
+    return mesh, part, None
+
+
+def _make_compound(rng):
+    parts = []
+    for k in range(rng.integers(2, 5)):
+        if rng.random() < 0.55:
+            p = _grid_box(rng.uniform(0.15, 0.6, 3), _STEP)
+        else:
+            p = _cylinder(rng.uniform(0.06, 0.25), rng.uniform(0.2, 0.7), _STEP)
+        R = Rotation.random(random_state=rng).as_matrix() if k else np.eye(3)
+        t = rng.uniform(-0.3, 0.3, 3) if k else np.zeros(3)
+        parts.append(_rigid(p, R, t))
+    mesh, part = _concat(parts)
+    return mesh, part, None
+
+
+def _make_plate(rng):
+    thick = rng.uniform(0.02, 0.06)
+    if rng.random() < 0.5:
+        ext = _distinct_extents(rng, 0.45, 1.0)
+        ext[np.argmin(ext)] = thick
+        return _grid_box(ext, _STEP), None, "box"
+    return _cylinder(0.5, thick, _STEP), None, "axis"
+
+
+def _make_rod(rng):
+    length = 1.0
+    if rng.random() < 0.5:
+        return _cylinder(rng.uniform(0.03, 0.08), length, _STEP), None, "axis"
+    a = rng.uniform(0.04, 0.1)
+    ext = np.array([a, a * rng.uniform(1.2, 1.8), length])
+    return _grid_box(ext, length / 48), None, "box"
+
+
+def _make_lshape(rng):
+    t = rng.uniform(0.12, 0.3)  # arm thickness (in the plane)
+    w = rng.uniform(0.15, 0.5)  # extrusion depth
+    la, lb = rng.uniform(0.6, 1.0), rng.uniform(0.3, 0.55)  # unequal arms
+    arm_a = _grid_box(np.array([la, t, w]), _STEP)
+    arm_b = _grid_box(np.array([t, lb, w]), _STEP)
+    arm_a.vertices += [la / 2, t / 2, 0]
+    arm_b.vertices += [t / 2, lb / 2, 0]
+    mesh, part = _concat([arm_a, arm_b])
+    return mesh, part, None
+
+
+_BUILDERS = {
+    "box": _make_box,
+    "cylinder": _make_cylinder,
+    "cone": _make_cone,
+    "bottle": _make_bottle,
+    "bowl": _make_bowl,
+    "mug": _make_mug,
+    "compound": _make_compound,
+    "plate": _make_plate,
+    "rod": _make_rod,
+    "lshape": _make_lshape,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# colours
+# ---------------------------------------------------------------------------------------
+
+PATTERNS: tuple[str, ...] = ("flat", "gradient", "bands", "stripes", "checker", "noise", "parts")
+_AXIAL_PATTERNS = ("flat", "gradient", "bands")
+
+
+def _random_colors(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random RGB colours in [0, 1], spread in hue, with varied saturation/value."""
+    import colorsys
+
+    h0 = rng.random()
+    out = []
+    for k in range(n):
+        h = (h0 + k / n + rng.normal(0, 0.05)) % 1.0
+        s = rng.uniform(0.0, 1.0) ** 0.7
+        v = rng.uniform(0.15, 1.0)
+        out.append(colorsys.hsv_to_rgb(h, s, v))
+    return np.asarray(out)
+
+
+def _colorize(
+    rng: np.random.Generator,
+    verts: np.ndarray,
+    part_id: np.ndarray | None,
+    pattern: str,
+    scale: float,
+) -> np.ndarray:
+    """Per-vertex colours (V, 3) in [0, 1] for ``pattern``; ``scale`` is the mesh size."""
+    cols = _random_colors(rng, 3)
+    p = verts / scale
+    if pattern == "flat":
+        w = np.zeros(len(p))
+    elif pattern == "gradient":
+        w = (p[:, 2] - p[:, 2].min()) / max(np.ptp(p[:, 2]), 1e-9)
+    elif pattern == "bands":
+        f = rng.uniform(2.0, 8.0)
+        w = (np.sin(2 * np.pi * f * p[:, 2] + rng.uniform(0, 2 * np.pi)) > 0).astype(float)
+    elif pattern == "stripes":
+        d = rng.normal(size=3)
+        d /= np.linalg.norm(d)
+        f = rng.uniform(2.0, 8.0)
+        w = (np.sin(2 * np.pi * f * p @ d + rng.uniform(0, 2 * np.pi)) > 0).astype(float)
+    elif pattern == "checker":
+        cell = rng.uniform(0.12, 0.3)
+        q = np.floor(p / cell + rng.uniform(0, 1, 3)).astype(int)
+        w = (q.sum(1) % 2).astype(float)
+    elif pattern == "noise":
+        # smooth random field: a sum of random plane waves
+        w = np.zeros(len(p))
+        for _ in range(6):
+            d = rng.normal(size=3) * rng.uniform(1.0, 6.0)
+            w += np.sin(2 * np.pi * p @ d + rng.uniform(0, 2 * np.pi))
+        w = (w - w.min()) / max(np.ptp(w), 1e-9)
+        out = cols[0] * (1 - w)[:, None] + cols[1] * w[:, None]
+        return np.clip(out + rng.normal(0, 0.03, out.shape), 0, 1)
+    elif pattern == "parts":
+        pid = part_id if part_id is not None else np.zeros(len(p), int)
+        pc = _random_colors(rng, int(pid.max()) + 1)
+        return pc[pid]
+    else:
+        raise ValueError(f"unknown colour pattern {pattern!r}; expected one of {PATTERNS}")
+    return cols[0] * (1 - w)[:, None] + cols[1] * w[:, None]
+
+
+# ---------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------
+
+
+def _diameter(verts: np.ndarray) -> float:
+    hull = verts[ConvexHull(verts).vertices]
+    return float(pdist(hull).max())
+
+
+def make_mesh(
+    rng: np.random.Generator, kind: str | None = None
+) -> tuple[trimesh.Trimesh, dict[str, Any]]:
+    """Draw one procedural mesh.
+
+    Args:
+        rng: the generator every random choice is drawn from (deterministic given it).
+        kind: one of ``KINDS``; drawn uniformly when None.
+
+    Returns:
+        ``(mesh, info)``: ``mesh`` in metres, centred on its bounding-box centre, with
+        per-vertex colours (``mesh.visual.vertex_colors``, RGBA uint8). ``info`` holds
+        ``kind``, ``pattern``, ``diameter_m``, ``symmetric`` (bool), ``symmetry``
+        (``"axis_z"`` continuous about the object z axis, ``"box"`` the three
+        180-degree turns about x, y, z, or ``None``) and ``vert_colors`` ((V, 3) float in
+        [0, 1]).
+    """
+    if kind is None:
+        kind = str(rng.choice(KINDS))
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    mesh, part_id, sym = _BUILDERS[kind](rng)
+
+    # scale to a log-uniform diameter and centre on the bounding box
+    diameter = float(np.exp(rng.uniform(*np.log(DIAMETER_RANGE_M))))
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    verts = verts - (verts.min(0) + verts.max(0)) / 2
+    verts *= diameter / _diameter(verts)
+
+    if sym == "axis":
+        pattern = str(rng.choice(PATTERNS[:-1]))
+    elif part_id is not None:
+        pattern = str(rng.choice(PATTERNS))
+    else:
+        pattern = str(rng.choice([p for p in PATTERNS if p not in ("bands", "parts")]))
+    colors = _colorize(rng, verts, part_id, pattern, diameter)
+    symmetric = (sym == "axis" and pattern in _AXIAL_PATTERNS) or (
+        sym == "box" and pattern == "flat"
+    )
+    symmetry = None
+    if symmetric:
+        symmetry = "axis_z" if sym == "axis" else "box"
+
+    rgba = np.concatenate([np.round(colors * 255), np.full((len(colors), 1), 255)], 1)
+    out = trimesh.Trimesh(
+        verts, mesh.faces, vertex_colors=rgba.astype(np.uint8), process=False
+    )
+    info = {
+        "kind": kind,
+        "pattern": pattern,
+        "diameter_m": diameter,
+        "symmetric": bool(symmetric),
+        "symmetry": symmetry,
+        "vert_colors": colors.astype(np.float32),
+    }
+    return out, info
+
+
+def split_rng(split: str, index: int, seed: int = 0) -> np.random.Generator:
+    """The generator of mesh ``index`` of ``split`` (see the module docstring)."""
+    if split not in SPLIT_KEYS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return np.random.default_rng(np.random.SeedSequence([SPLIT_KEYS[split], seed, index]))
+
+
+def procedural_mesh(split: str, index: int, seed: int = 0):
+    """Mesh ``index`` of ``split``: kinds cycle through ``KINDS`` so any ``n >= len(KINDS)``
+    consecutive indices cover every kind. Returns ``(mesh, info)`` like ``make_mesh``."""
+    rng = split_rng(split, index, seed)
+    kind = KINDS[(index + SPLITS.index(split) * 3) % len(KINDS)]
+    return make_mesh(rng, kind)
+
+
+def symmetry_transforms(symmetry: str | None, n_axis: int = 36) -> np.ndarray:
+    """Object-frame symmetry transforms (S, 4, 4), identity first, for ``info["symmetry"]``.
+
+    ``"axis_z"`` is discretised into ``n_axis`` rotations about z; ``"box"`` gives the
+    identity and the 180-degree turns about x, y and z.
+    """
+    if symmetry is None:
+        Rs = [np.eye(3)]
+    elif symmetry == "axis_z":
+        Rs = Rotation.from_rotvec(
+            np.outer(np.arange(n_axis) * 2 * np.pi / n_axis, [0, 0, 1])
+        ).as_matrix()
+    elif symmetry == "box":
+        Rs = [np.eye(3), np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1])]
+    else:
+        raise ValueError(f"unknown symmetry {symmetry!r}; expected None, 'axis_z' or 'box'")
+    T = np.tile(np.eye(4), (len(Rs), 1, 1))
+    T[:, :3, :3] = Rs
+    return T
+
+
+def procedural_models(split: str, n: int, seed: int = 0) -> list:
+    """``n`` procedural ``ObjectModel`` s of ``split``, class ids ``f"{split}_{i:03d}_{kind}"``.
+
+    Deterministic per ``(split, i, seed)``; model ``i`` does not depend on ``n``.
+    """
+    from pose_refiner_ros.mesh.registry import ObjectModel
+
+    models = []
+    for i in range(n):
+        mesh, info = procedural_mesh(split, i, seed)
+        models.append(_to_object_model(ObjectModel, mesh, info, f"{split}_{i:03d}_{info['kind']}"))
+    return models
+
+
+def _to_object_model(cls, mesh: trimesh.Trimesh, info: dict, class_id: str):
+    return cls.from_trimesh(class_id, mesh, symmetries=list(symmetry_transforms(info["symmetry"])))

@@ -1,0 +1,393 @@
+"""The render-and-compare refiner: the public API used by the node, evaluation and benchmark.
+
+For every object, each outer iteration:
+
+1. computes the zoom-in crop around the current pose (``geometry.crop``);
+2. renders the mesh in that crop (location field, normals, mask, depth, shading);
+3. estimates the correspondence field and its weights (``refine.estimators``);
+4. solves for the pose update from the weighted 2D-3D correspondences (and depth
+   residuals in RGB-D mode) with robust LM (``solver``);
+
+and stops early once no object moves more than ``early_stop_deg`` / ``early_stop_mm``.
+All objects of one image are refined in one batch.
+
+Example::
+
+    refiner = Refiner.from_checkpoint("models/refiner.pt", ObjectRegistry.from_yaml(path))
+    results = refiner.refine(image_rgb, K, [("mug", T_cam_obj_init)])
+    results[0].T_cam_obj, results[0].score, results[0].diverged
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..geometry.crop import compute_crops, crop_images
+from ..geometry.lie import rotation_angle_deg
+from ..mesh.registry import ObjectRegistry
+from ..net.model import CorrespondenceNet
+from ..render.base import RenderMesh, make_renderer
+from ..render.shading import shade
+from ..solver.gauss_newton import SolverConfig, solve_pose
+from .estimators import make_estimator
+from .field import correspondences, sample_map
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """Settings of :class:`Refiner` (documented defaults; chosen by measurement, see README).
+
+    Attributes:
+        mode: ``"learned"`` (the network), ``"flow"`` (training-free OpenCV optical flow
+            through the same solver) or ``"gcf-adam"`` (the GCF paper's procedure).
+        iterations: outer render-and-compare iterations at most.
+        crop_size: side of the square zoom-in crop, pixels (multiple of 8).
+        crop_margin: crop side over the projected extent of the object's bounding box.
+        gru_iters: recurrent steps per network pass (``None``: the checkpoint's).
+        use_depth: add depth residuals when a depth image is given.
+        early_stop_deg, early_stop_mm: an object whose update is below both is done.
+        min_score: results scoring below this are flagged ``diverged``.
+        max_rotation_jump_deg: a refined rotation further than this from the initial one
+            is flagged ``diverged``.
+        max_shift_diameters: a refined position further than this many object diameters
+            (sideways) or half the initial distance (in depth) is flagged ``diverged``.
+        solver: LM settings.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        renderer: renderer backend, see ``render.make_renderer``.
+        adam_steps, adam_lr: the ``gcf-adam`` procedure (paper: 1000 updates, lr 0.05).
+    """
+
+    mode: str = "learned"
+    iterations: int = 4
+    crop_size: int = 128
+    crop_margin: float = 1.4
+    gru_iters: int | None = None
+    use_depth: bool = True
+    early_stop_deg: float = 0.05
+    early_stop_mm: float = 0.2
+    min_score: float = 0.15
+    max_rotation_jump_deg: float = 90.0
+    max_shift_diameters: float = 1.5
+    solver: SolverConfig = SolverConfig()
+    device: str = "auto"
+    renderer: str = "auto"
+    adam_steps: int = 1000
+    adam_lr: float = 0.05
+
+    def __post_init__(self):
+        if self.mode not in ("learned", "flow", "gcf-adam"):
+            raise ValueError(f"mode: expected 'learned', 'flow' or 'gcf-adam', got {self.mode!r}")
+        if self.crop_size < 32 or self.crop_size % 8:
+            raise ValueError(f"crop_size: expected a multiple of 8 >= 32, got {self.crop_size}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations: expected >= 1, got {self.iterations}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RefinerConfig":
+        """Build from a plain dict (YAML, checkpoint); unknown keys raise ``ValueError``."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"refiner config: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+        d = dict(d)
+        if isinstance(d.get("solver"), dict):
+            d["solver"] = SolverConfig(**d["solver"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """The refinement of one object.
+
+    Attributes:
+        class_id: registry class of the object.
+        T_cam_obj: (4, 4) refined pose (float64).
+        T_cam_obj_init: (4, 4) the pose it started from.
+        iterates: (n + 1, 4, 4) the initial pose and every iterate.
+        score: confidence in [0, 1]: the weighted share of the rendered surface whose
+            correspondences agree with the refined pose within 2 crop pixels. Higher
+            means lower error (see README, "Confidence").
+        diverged: True when the result must not be trusted; ``reason`` says why. A caller
+            can keep the initial pose.
+        reason: empty, or why ``diverged`` is set.
+        mode: ``"rgb"`` or ``"rgbd"``: which residuals the solve used.
+        timing_ms: per stage: ``crop``, ``render``, ``network``, ``solve``, ``total``
+            (shared stages of a batch are divided evenly among its objects).
+        iterations: outer iterations run.
+    """
+
+    class_id: str
+    T_cam_obj: np.ndarray
+    T_cam_obj_init: np.ndarray
+    iterates: np.ndarray
+    score: float
+    diverged: bool
+    reason: str
+    mode: str
+    timing_ms: dict = field(default_factory=dict)
+    iterations: int = 0
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked for, but this machine has no CUDA device; use 'auto' or 'cpu'")
+    return dev
+
+
+def render_input(frags, rgb: torch.Tensor, z_centre_m: torch.Tensor, diameter_m: torch.Tensor):
+    """Stack the rendering channels the network takes: (B, 8, S, S).
+
+    Args:
+        frags: ``render.Fragments`` of a (B, S, S) rendering.
+        rgb: (B, S, S, 3) shaded colour in [0, 1].
+        z_centre_m: (B,) depth of the object origin at the rendered pose.
+        diameter_m: (B,) object diameters.
+
+    Channels: shaded RGB (3), mask (1), camera-frame normals (3), depth relative to the
+    object centre in diameters (1); all 0 on the background.
+    """
+    mask = frags.mask.to(rgb.dtype)
+    depth_rel = (frags.depth_m - z_centre_m[:, None, None]) / diameter_m[:, None, None] * mask
+    return torch.cat(
+        [rgb.permute(0, 3, 1, 2), mask[:, None], frags.normal_cam.permute(0, 3, 1, 2), depth_rel[:, None]],
+        dim=1,
+    )
+
+
+def as_image_tensor(image, device) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB (numpy or torch) or float in [0, 1] -> (1, 3, H, W) float32."""
+    t = torch.as_tensor(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
+    if t.dim() != 3 or t.shape[-1] != 3:
+        raise ValueError(f"image: expected (H, W, 3) RGB, got shape {tuple(t.shape)}")
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError("image: empty")
+    t = t.to(device)
+    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+    return t.permute(2, 0, 1)[None].contiguous()
+
+
+class _Timer:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.ms: dict = {}
+
+    def section(self, name: str):
+        timer = self
+
+        class _Section:
+            def __enter__(self):
+                if timer.device.type == "cuda":
+                    torch.cuda.synchronize(timer.device)
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if timer.device.type == "cuda":
+                    torch.cuda.synchronize(timer.device)
+                timer.ms[name] = timer.ms.get(name, 0.0) + 1e3 * (time.perf_counter() - self.t0)
+
+        return _Section()
+
+
+class Refiner:
+    """Refines coarse 6D poses of registered objects in an RGB (or RGB-D) image.
+
+    Args:
+        registry: the registered objects.
+        cfg: settings.
+        net: the correspondence network (required for ``learned`` and ``gcf-adam``).
+    """
+
+    def __init__(self, registry: ObjectRegistry, cfg: RefinerConfig = RefinerConfig(),
+                 net: CorrespondenceNet | None = None):
+        self.registry = registry
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.net = net.to(self.device).eval() if net is not None else None
+        if cfg.mode in ("learned", "gcf-adam") and net is None:
+            raise ValueError(f"mode {cfg.mode!r} needs a trained model: pass a checkpoint")
+        self.renderer = make_renderer(cfg.renderer, self.device)
+        est_mode = "flow" if cfg.mode == "flow" else "learned"
+        kwargs = {"gru_iters": cfg.gru_iters} if est_mode == "learned" else {}
+        self.estimator = make_estimator(est_mode, self.net, **kwargs)
+        self._meshes: dict = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, registry: ObjectRegistry,
+                        cfg: RefinerConfig | None = None, **overrides) -> "Refiner":
+        """Load a network checkpoint (see ``train.checkpoint``) and build a refiner."""
+        from ..train.checkpoint import load_checkpoint
+
+        net = load_checkpoint(path)
+        cfg = replace(cfg or RefinerConfig(), **overrides)
+        return cls(registry, cfg, net)
+
+    # -- helpers -----------------------------------------------------------------------
+    def render_mesh(self, class_id: str) -> RenderMesh:
+        """The render mesh of ``class_id`` on this refiner's device (built once)."""
+        if class_id not in self._meshes:
+            if class_id not in self.registry:
+                raise KeyError(
+                    f"class_id {class_id!r} is not registered; known: {list(self.registry.class_ids)}"
+                )
+            self._meshes[class_id] = RenderMesh.from_object(self.registry[class_id], self.device)
+        return self._meshes[class_id]
+
+    def _object_tensors(self, class_ids: Sequence[str]):
+        ids = list(dict.fromkeys(class_ids))
+        meshes = [self.render_mesh(c) for c in ids]
+        mesh_idx = torch.tensor([ids.index(c) for c in class_ids], device=self.device)
+        models = [self.registry[c] for c in class_ids]
+        corners = torch.as_tensor(np.stack([m.bbox_corners_m for m in models]), dtype=torch.float32,
+                                  device=self.device)
+        diam = torch.tensor([m.diameter_m for m in models], dtype=torch.float32, device=self.device)
+        return meshes, mesh_idx, corners, diam
+
+    def render_crops(self, meshes, mesh_idx, K_crop, T, size, diam):
+        """Render and stack the network's rendering input: returns (fragments, (B, 8, S, S))."""
+        frags = self.renderer.render(meshes, mesh_idx, K_crop, T, size, size)
+        rgb = shade(frags, meshes, mesh_idx)
+        return frags, render_input(frags, rgb, T[:, 2, 3], diam)
+
+    # -- the API -----------------------------------------------------------------------
+    def refine(self, image, K, objects: Sequence[tuple], depth_m=None) -> list:
+        """Refine every object of one image.
+
+        Args:
+            image: (H, W, 3) RGB, uint8 or float in [0, 1], numpy or torch, undistorted
+                (see ``CameraModel.rectify``).
+            K: (3, 3) intrinsics of ``image``, pixels.
+            objects: ``(class_id, T_cam_obj_init (4, 4))`` pairs, metres.
+            depth_m: optional (H, W) depth registered to ``image``, metres, 0 = no data.
+
+        Returns:
+            One :class:`RefineResult` per object, in order.
+
+        Raises:
+            KeyError: an unregistered class id. ValueError: malformed inputs.
+        """
+        if len(objects) == 0:
+            return []
+        timer = _Timer(self.device)
+        t_start = time.perf_counter()
+        img = as_image_tensor(image, self.device)
+        H, W = img.shape[-2:]
+        K_np = np.asarray(K, dtype=np.float64)
+        if K_np.shape != (3, 3) or not np.all(np.isfinite(K_np)) or K_np[0, 0] <= 0 or K_np[1, 1] <= 0:
+            raise ValueError(f"K: expected finite (3, 3) intrinsics with positive focal lengths, got {K_np.tolist()}")
+        class_ids = [c for c, _ in objects]
+        T0 = np.stack([np.asarray(T, dtype=np.float64) for _, T in objects])
+        if T0.shape[1:] != (4, 4) or not np.all(np.isfinite(T0)):
+            raise ValueError("objects: every initial pose must be a finite (4, 4) matrix")
+        depth = None
+        if depth_m is not None and self.cfg.use_depth:
+            depth = torch.as_tensor(np.asarray(depth_m, dtype=np.float32), device=self.device)
+            if tuple(depth.shape) != (H, W):
+                raise ValueError(f"depth_m: expected shape {(H, W)} like the image, got {tuple(depth.shape)}")
+            depth = torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)[None, None]
+
+        meshes, mesh_idx, corners, diam = self._object_tensors(class_ids)
+        B = len(objects)
+        K_t = torch.as_tensor(K_np, dtype=torch.float32, device=self.device)[None].expand(B, 3, 3)
+        T = torch.as_tensor(T0, dtype=torch.float32, device=self.device)
+
+        if self.cfg.mode == "gcf-adam":
+            from .gcf_adam import refine_gcf_adam
+
+            T, iterates, score, n_iter = refine_gcf_adam(self, img, K_t, T, meshes, mesh_idx, corners,
+                                                         diam, timer)
+        else:
+            T, iterates, score, n_iter = self._loop(img, depth, K_t, T, meshes, mesh_idx, corners, diam,
+                                                    timer)
+        total_ms = 1e3 * (time.perf_counter() - t_start)
+        timing = {k: v / B for k, v in timer.ms.items()}
+        timing["total"] = total_ms / B
+        return self._results(class_ids, T0, T, iterates, score, n_iter, K_np, (H, W), diam,
+                             "rgbd" if depth is not None else "rgb", timing)
+
+    def _loop(self, img, depth, K, T, meshes, mesh_idx, corners, diam, timer):
+        cfg, S = self.cfg, self.cfg.crop_size
+        B = T.shape[0]
+        iterates = [T.clone()]
+        active = torch.ones(B, dtype=torch.bool, device=self.device)
+        score = torch.zeros(B, device=self.device)
+        n_iter = 0
+        for _ in range(cfg.iterations):
+            idx = active.nonzero()[:, 0]
+            n_iter += 1
+            with timer.section("crop"):
+                crop = compute_crops(K[idx], T[idx], corners[idx], S, cfg.crop_margin)
+                img_crop = crop_images(img.expand(len(idx), -1, -1, -1), crop)
+                depth_crop = (crop_images(depth.expand(len(idx), -1, -1, -1), crop, mode="nearest")
+                              if depth is not None else None)
+            with timer.section("render"):
+                frags, ren = self.render_crops(meshes, mesh_idx[idx], crop.K_crop, T[idx], S, diam[idx])
+            with timer.section("network"):
+                flow, weight = self.estimator(img_crop, ren)
+            with timer.section("solve"):
+                corr = correspondences(frags.xyz_obj, frags.mask, flow, weight)
+                d_kw = {}
+                if depth_crop is not None:
+                    d = sample_map(depth_crop, corr.uv_tgt, S, mode="nearest")[..., 0]
+                    d_kw = dict(depth_target_m=d, depth_weights=corr.weight * (d > 0))
+                res = solve_pose(T[idx], corr.pts_obj, corr.uv_tgt, corr.weight, crop.K_crop,
+                                 cfg.solver, **d_kw)
+                T_new = res.T_cam_obj
+                agree = (res.residual_px < 2.0).float()
+                score[idx] = (corr.weight * agree).sum(-1) / corr.valid.sum(-1).clamp_min(1)
+                d_rot = rotation_angle_deg(T_new[:, :3, :3], T[idx, :3, :3])
+                d_mm = 1e3 * (T_new[:, :3, 3] - T[idx, :3, 3]).norm(dim=-1)
+                T = T.clone()
+                T[idx] = T_new
+                done = (d_rot < cfg.early_stop_deg) & (d_mm < cfg.early_stop_mm)
+                active[idx[done]] = False
+            iterates.append(T.clone())
+            if not active.any():
+                break
+        return T, torch.stack(iterates, 1), score, n_iter
+
+    def _results(self, class_ids, T0, T, iterates, score, n_iter, K, hw, diam, mode, timing):
+        cfg = self.cfg
+        H, W = hw
+        T_np = T.double().cpu().numpy()
+        it_np = iterates.double().cpu().numpy()
+        score_np = score.float().cpu().numpy().clip(0, 1)
+        diam_np = diam.double().cpu().numpy()
+        out = []
+        for i, cid in enumerate(class_ids):
+            reasons = []
+            Tn, Ti = T_np[i], T0[i]
+            if not np.all(np.isfinite(Tn)):
+                reasons.append("non-finite pose")
+                Tn = Ti.copy()
+            if score_np[i] < cfg.min_score:
+                reasons.append(f"score {score_np[i]:.2f} < min_score {cfg.min_score:.2f}")
+            z = Tn[2, 3]
+            if z <= 0:
+                reasons.append("object behind the camera")
+            else:
+                u, v = (K @ Tn[:3, 3])[:2] / z
+                if not (0 <= u < W and 0 <= v < H):
+                    reasons.append("object centre left the image")
+            cos = (np.trace(Ti[:3, :3].T @ Tn[:3, :3]) - 1) / 2
+            jump = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+            if jump > cfg.max_rotation_jump_deg:
+                reasons.append(f"rotation jumped {jump:.0f} deg")
+            dt = Tn[:3, 3] - Ti[:3, 3]
+            if np.linalg.norm(dt[:2]) > cfg.max_shift_diameters * diam_np[i] or abs(dt[2]) > 0.5 * abs(Ti[2, 3]):
+                reasons.append("position jumped implausibly")
+            out.append(RefineResult(
+                class_id=cid, T_cam_obj=Tn, T_cam_obj_init=Ti, iterates=it_np[i], score=float(score_np[i]),
+                diverged=bool(reasons), reason="; ".join(reasons), mode=mode, timing_ms=dict(timing),
+                iterations=n_iter,
+            ))
+        return out
