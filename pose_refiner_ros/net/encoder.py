@@ -6,13 +6,15 @@ Small on purpose: the refiner runs several network passes per object on a CPU. A
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 
 def _norm(ch: int) -> nn.Module:
     # GroupNorm keeps behaviour independent of the batch size (one object or sixteen).
-    return nn.GroupNorm(num_groups=min(8, ch), num_channels=ch)
+    return nn.GroupNorm(num_groups=math.gcd(8, ch), num_channels=ch)
 
 
 class ResidualBlock(nn.Module):

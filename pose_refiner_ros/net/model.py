@@ -72,10 +72,13 @@ class FieldOutput:
             in crop pixels from the pixel at the centre of each grid cell to where the
             surface point rendered there is in the image crop.
         weight_logits: list over GRU steps of (B, 1, S/8, S/8) logits of the weights.
+        corr: (B, h*w, h*w) level-0 correlation (rendering cell x image cell), for the
+            matching loss of training; ``None`` when not asked for.
     """
 
     flows_px: list
     weight_logits: list
+    corr: torch.Tensor | None = None
 
 
 def normalise_rgb(rgb: torch.Tensor) -> torch.Tensor:
@@ -150,4 +153,5 @@ class CorrespondenceNet(nn.Module):
             flow = flow + d_flow
             flows.append(flow * self.STRIDE)
             logits.append(logit)
-        return FieldOutput(flows_px=flows, weight_logits=logits)
+        corr0 = corr.pyramid[0].reshape(B, hh * ww, hh * ww) if self.training else None
+        return FieldOutput(flows_px=flows, weight_logits=logits, corr=corr0)

@@ -23,6 +23,7 @@ class LossWeights:
     """Relative weights of the loss terms (see :func:`field_losses`)."""
 
     flow: float = 0.1
+    match: float = 1.0
     weight: float = 0.5
     pose: float = 5.0
     gamma: float = 0.8
@@ -110,3 +111,31 @@ def pose_loss(T_pred, T_gt, pts_obj, diameter_m):
     """Mean point distance under the two poses over ``pts_obj`` (B, M, 3), in diameters."""
     d = (transform_points(T_pred, pts_obj) - transform_points(T_gt, pts_obj)).norm(dim=-1)
     return (d.mean(-1) / diameter_m).clamp(max=1.0).mean()
+
+
+def matching_loss(corr, xyz_obj, mask, T_gt, K, depth_gt_m, visib_mask, diameter_m, stride: int = 8):
+    """Cross-entropy of each rendered cell's correlation row against its true image cell.
+
+    A direct signal for the matching features (RNNPose's descriptor loss and Zhang et al.'s
+    softmax matching play this role): without it the correlation volume only learns
+    through the GRU, which on CPU budgets is too slow a start.
+
+    Args:
+        corr: (B, h*w, h*w) correlation logits, rendering cell x image cell.
+        xyz_obj: (B, S, S, 3) rendered location field; mask: (B, S, S) bool.
+        T_gt, K, depth_gt_m, visib_mask, diameter_m: as in :func:`gt_field`.
+    """
+    from ..refine.field import grid_pixels
+
+    B, S = mask.shape[:2]
+    h = S // stride
+    uv = grid_pixels(S, mask.device, xyz_obj.dtype, stride)  # cell-centre pixels
+    ui, vi = uv[:, 0].long(), uv[:, 1].long()
+    pts, valid = xyz_obj[:, vi, ui], mask[:, vi, ui]
+    flow_gt, ok = gt_field(pts, uv[None].expand(B, -1, -1), valid, T_gt, K, depth_gt_m, visib_mask,
+                           diameter_m)
+    uv_gt = uv[None] + flow_gt
+    cell = ((uv_gt + 0.5) / stride).floor().long().clamp(0, h - 1)
+    target = cell[..., 1] * h + cell[..., 0]
+    ce = F.cross_entropy(corr.reshape(-1, h * h), target.reshape(-1), reduction="none").reshape(B, -1)
+    return (ce * ok).sum() / ok.sum().clamp_min(1)

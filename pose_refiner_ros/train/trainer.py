@@ -35,7 +35,8 @@ from ..render.base import RenderMesh, make_renderer
 from ..render.shading import shade
 from ..solver.gauss_newton import SolverConfig, solve_pose
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .losses import LossWeights, closest_symmetric_gt, field_losses, gt_field, pose_loss
+from .losses import (LossWeights, closest_symmetric_gt, field_losses, gt_field, matching_loss,
+                     pose_loss)
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,13 @@ class TrainConfig:
     """
 
     out_dir: str = "runs/train"
-    max_steps: int = 20000
+    max_steps: int = 5000
     batch_size: int = 8
     crop_size: int = 128
     outer_iters: int = 1
-    lr: float = 4e-4
+    lr: float = 1e-3
     weight_decay: float = 1e-5
-    warmup_steps: int = 200
+    warmup_steps: int = 100
     grad_clip: float = 1.0
     n_train_meshes: int = 400
     n_val_meshes: int = 16
@@ -197,7 +198,7 @@ class Trainer:
         self.syms = [torch.as_tensor(np.array(m.symmetries), dtype=torch.float32, device=self.device)
                      for m in self.models]
         self.diam = torch.tensor([m.diameter_m for m in self.models], device=self.device)
-        self.points = torch.stack([torch.as_tensor(m.points_m[:256], dtype=torch.float32)
+        self.points = torch.stack([torch.tensor(np.array(m.points_m[:256]), dtype=torch.float32)
                                    for m in self.models]).to(self.device)
 
         if cfg.init_checkpoint:
@@ -258,18 +259,22 @@ class Trainer:
                 ren = render_input(frags, rgb, T[:, 2, 3], diam)
             with torch.autocast(dev.type, enabled=self.use_amp):
                 out = self.ddp(image, ren)
-            out = type(out)([f.float() for f in out.flows_px], [w.float() for w in out.weight_logits])
+            out = type(out)([f.float() for f in out.flows_px], [w.float() for w in out.weight_logits],
+                            out.corr.float())
             corr = correspondences(frags.xyz_obj, frags.mask, out.flows_px[-1],
                                    torch.sigmoid(out.weight_logits[-1]))
             flow_gt, visible = gt_field(corr.pts_obj, corr.uv_src, corr.valid, T_gt, K, depth_gt, visib, diam)
             terms = field_losses(out, corr, flow_gt, visible, cfg.loss)
+            terms["match"] = matching_loss(out.corr, frags.xyz_obj, frags.mask, T_gt, K, depth_gt, visib,
+                                           diam)
             res = solve_pose(T, corr.pts_obj, corr.uv_tgt, corr.weight, K, cfg.solver)
             terms["pose"] = pose_loss(res.T_cam_obj, T_gt, self.points[idx], diam)
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.outer_iters
             T = res.T_cam_obj.detach()
         lw = cfg.loss
-        totals["total"] = lw.flow * totals["flow"] + lw.weight * totals["weight"] + lw.pose * totals["pose"]
+        totals["total"] = (lw.flow * totals["flow"] + lw.match * totals["match"] + lw.weight * totals["weight"]
+                           + lw.pose * totals["pose"])
         return totals
 
     def batches(self):
@@ -322,7 +327,7 @@ class Trainer:
         idx = batch["mesh_idx"].to(dev)
         meshes = [RenderMesh.from_object(m, dev) for m in vm]
         diam = torch.tensor([m.diameter_m for m in vm], device=dev)[idx]
-        pts = torch.stack([torch.as_tensor(m.points_m[:256], dtype=torch.float32) for m in vm]).to(dev)[idx]
+        pts = torch.stack([torch.tensor(np.array(m.points_m[:256]), dtype=torch.float32) for m in vm]).to(dev)[idx]
         syms = [torch.as_tensor(m.symmetries, dtype=torch.float32, device=dev) for m in vm]
 
         def errors(T_est):
