@@ -1,0 +1,687 @@
+"""ROS 2 bags without ROS: reading, writing, topic discovery and message conversions.
+
+Bags are read and written with the pure-Python ``rosbags`` library, in both storage
+formats of rosbag2 (``sqlite3`` and ``mcap``), so the offline tools run on machines with
+no ROS installation. Messages here are ``rosbags`` message objects, not rclpy ones, but they
+have the same fields: they are read with the node's own conversions
+(``pose_refiner_ros.ros.conversions``, which import no ROS), so a bag is interpreted
+exactly as the node interprets live messages. This module builds messages (the
+``*_msg`` functions) in the package's conventions (``T_cam_obj`` 4x4 in metres,
+quaternions ``(x, y, z, w)``, RGB images ``(H, W, 3) uint8``, depth in metres).
+
+Types: the ROS 2 Jazzy type store of ``rosbags`` (identical to Humble for every type used
+here) plus ``vision_msgs`` 4.1.1 (Humble and Jazzy), registered from its ``.msg``
+definitions below. A bag that embeds its own definitions (mcap always, sqlite3 from Iron
+on) is read with those for any type the store does not know.
+
+Example::
+
+    with BagReader("recording") as bag:
+        image_topic = find_topic(bag, IMAGE, role="image", override=None)
+        for topic, t_ns, msg in bag.messages([image_topic]):
+            rgb = conversions.image_to_rgb(msg)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+import functools
+import os
+from pathlib import Path
+import shutil
+
+import numpy as np
+
+__all__ = [
+    "IMAGE",
+    "CAMERA_INFO",
+    "DETECTIONS",
+    "POSE_STAMPED",
+    "TF",
+    "BagError",
+    "BagReader",
+    "BagWriter",
+    "typestore",
+    "find_topic",
+    "stamp_to_ns",
+    "ns_to_stamp",
+    "image_msg",
+    "camera_info_msg",
+    "matrix_to_pose",
+    "DetectionOut",
+    "detections_msg",
+    "pose_stamped_msg",
+    "tf_msg",
+]
+
+IMAGE = "sensor_msgs/msg/Image"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+DETECTIONS = "vision_msgs/msg/Detection3DArray"
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+TF = "tf2_msgs/msg/TFMessage"
+
+# vision_msgs 4.1.1 (ros-perception/vision_msgs, the release on Humble and Jazzy), the
+# types that Detection3DArray is made of, field for field (comments dropped: they do not
+# enter the type hash). The same definitions are built for rclpy from
+# scripts/ros_interfaces/vision_msgs/msg/; test/evaluation/test_bags.py checks that the
+# two agree and that the type hash is upstream's.
+VISION_MSGS: dict[str, str] = {
+    "vision_msgs/msg/ObjectHypothesis": "string class_id\nfloat64 score\n",
+    "vision_msgs/msg/ObjectHypothesisWithPose": (
+        "ObjectHypothesis hypothesis\ngeometry_msgs/PoseWithCovariance pose\n"
+    ),
+    "vision_msgs/msg/BoundingBox3D": "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n",
+    "vision_msgs/msg/Detection3D": (
+        "std_msgs/Header header\nObjectHypothesisWithPose[] results\nBoundingBox3D bbox\n"
+        "string id\n"
+    ),
+    "vision_msgs/msg/Detection3DArray": "std_msgs/Header header\nDetection3D[] detections\n",
+}
+
+
+class BagError(RuntimeError):
+    """A bag cannot be read or written; the message names the file and what to do."""
+
+
+@functools.lru_cache(maxsize=1)
+def _base_typestore():
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types: dict = {}
+    for name, text in VISION_MSGS.items():
+        types.update(get_types_from_msg(text, name))
+    store.register(types)
+    return store
+
+
+def typestore():
+    """The type store used to (de)serialize: ROS 2 Jazzy plus vision_msgs (shared, do not
+    register types into it; :class:`BagReader` makes its own when a bag brings new ones)."""
+    return _base_typestore()
+
+
+# -- stamps --------------------------------------------------------------------------------
+
+
+def stamp_to_ns(stamp) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(t_ns: int):
+    """Integer nanoseconds -> ``builtin_interfaces/Time``."""
+    Time = typestore().types["builtin_interfaces/msg/Time"]
+    sec, nanosec = divmod(int(t_ns), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def _header(t_ns: int, frame_id: str):
+    Header = typestore().types["std_msgs/msg/Header"]
+    return Header(stamp=ns_to_stamp(t_ns), frame_id=frame_id)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def _describe(path: Path) -> str:
+    return (
+        f"expected a ROS 2 bag: a directory with metadata.yaml and its .db3 or .mcap "
+        f"file(s), or a single .mcap / .db3 file; got {path}"
+    )
+
+
+class BagReader:
+    """Streams the messages of one ROS 2 bag (sqlite3 or mcap), deserialized.
+
+    Use as a context manager. Nothing is loaded up front: :meth:`messages` yields one
+    message at a time in log-time order, so memory stays flat on a bag of any length.
+    The bag is opened read-only and never modified.
+
+    Args:
+        path: a rosbag2 directory (``metadata.yaml`` plus storage files), or a bare
+            ``.mcap`` / ``.db3`` file.
+
+    Raises:
+        BagError: the path is missing, is not a bag, or the bag is malformed or
+            truncated (also raised from :meth:`messages` when damage is found later);
+            the message names the file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._reader = None
+        self.store = None
+
+    # context manager ---------------------------------------------------------------------
+    def __enter__(self) -> BagReader:
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        from rosbags.rosbag2 import Reader
+
+        if not self.path.exists():
+            raise BagError(f"{self.path}: no such file or directory; {_describe(self.path)}")
+        try:
+            reader = Reader(self.path)
+            reader.open()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # rosbags, sqlite (apsw), struct, YAML and OS errors
+            raise BagError(self._open_error(err)) from err
+        self._reader = reader
+        try:
+            self.store = self._make_store(reader.connections)
+        except Exception:
+            self.close()
+            raise
+
+    def _open_error(self, err: Exception) -> str:
+        why = f"{type(err).__name__}: {err}"
+        p = self.path
+        if p.is_dir():
+            storage = sorted(x.name for x in p.iterdir() if x.suffix in (".db3", ".mcap"))
+            if not (p / "metadata.yaml").exists() and storage:
+                return (f"{p}: metadata.yaml is missing (a recording that was killed?); pass the "
+                        f"storage file itself ({p / storage[0]}), or rebuild the metadata with "
+                        f"`ros2 bag reindex {p}`")
+            if (p / "metadata.yaml").exists():
+                return (f"{p}: cannot open the bag, its metadata or storage file is damaged or "
+                        f"truncated ({why}). A truncated .mcap can often be repaired with "
+                        "`mcap recover`; a missing or broken metadata.yaml with `ros2 bag reindex`")
+        elif p.suffix in (".db3", ".mcap"):
+            return (f"{p}: cannot open the bag file, it is damaged or truncated ({why}). A "
+                    "truncated .mcap can often be repaired with `mcap recover`")
+        return f"{p}: not a ROS 2 bag ({why}); {_describe(p)}"
+
+    def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            try:
+                reader.close()
+            except Exception:  # closing a damaged bag may fail too; nothing left to do
+                pass
+
+    def _make_store(self, connections):
+        """The base store, plus the bag's embedded definitions of types it lacks."""
+        from rosbags.interfaces import MessageDefinitionFormat
+        from rosbags.typesys import get_types_from_idl, get_types_from_msg
+
+        base = _base_typestore()
+        missing = {c.msgtype for c in connections} - set(base.fielddefs)
+        if not missing:
+            return base
+        types: dict = {}
+        for conn in connections:
+            if conn.msgtype not in missing or conn.msgdef.format == MessageDefinitionFormat.NONE:
+                continue
+            try:
+                if conn.msgdef.format == MessageDefinitionFormat.MSG:
+                    found = get_types_from_msg(conn.msgdef.data, conn.msgtype)
+                else:
+                    sep = "=" * 80 + "\n"
+                    found = {}
+                    for part in conn.msgdef.data.split(sep):
+                        if part.startswith("IDL: "):
+                            part = part.split("\n", 1)[1]
+                        if part.strip():
+                            found.update(get_types_from_idl(part))
+            except Exception:  # an unparsable definition: the topic just stays unreadable
+                continue
+            types.update({k: v for k, v in found.items() if k not in base.fielddefs})
+        if not types:
+            return base
+        from rosbags.typesys import Stores, get_typestore
+
+        store = get_typestore(Stores.EMPTY)
+        store.register(dict(base.fielddefs))
+        try:
+            store.register(types)
+        except Exception:
+            return base
+        return store
+
+    def _check(self) -> None:
+        if self._reader is None:
+            raise BagError(f"{self.path}: the bag is not open (use `with BagReader(path) as bag`)")
+
+    # metadata ----------------------------------------------------------------------------
+    @property
+    def storage(self) -> str:
+        """``"sqlite3"`` or ``"mcap"``."""
+        files = self.files
+        return "mcap" if files and files[0].suffix == ".mcap" else "sqlite3"
+
+    @property
+    def files(self) -> list[Path]:
+        """The storage files of the bag."""
+        if self.path.is_dir():
+            return sorted(p for p in self.path.iterdir() if p.suffix in (".mcap", ".db3"))
+        return [self.path]
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Topic name -> message type, for every topic of the bag."""
+        self._check()
+        return {c.topic: c.msgtype for c in self._reader.connections}
+
+    @property
+    def connections(self) -> list:
+        """The ``rosbags`` connections (topic, msgtype, msgdef, digest, QoS)."""
+        self._check()
+        return list(self._reader.connections)
+
+    @property
+    def message_count(self) -> int:
+        self._check()
+        return int(self._reader.message_count)
+
+    def count(self, topic: str) -> int:
+        """Number of messages on ``topic`` according to the bag's index."""
+        self._check()
+        return sum(c.msgcount for c in self._reader.connections if c.topic == topic)
+
+    def topics_of_type(self, msgtype: str) -> list[str]:
+        """Topics carrying ``msgtype`` (e.g. :data:`IMAGE`), sorted."""
+        return sorted({t for t, m in self.topics.items() if m == msgtype})
+
+    # messages ----------------------------------------------------------------------------
+    def raw_messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple]:
+        """Yield ``(connection, t_log_ns, rawdata)`` in log-time order.
+
+        Args:
+            topics: only these topics; None: every topic.
+        """
+        self._check()
+        conns = self._reader.connections
+        if topics is not None:
+            wanted = set(topics)
+            conns = [c for c in conns if c.topic in wanted]
+            if not conns:
+                return
+        try:
+            yield from self._reader.messages(connections=conns)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except Exception as err:
+            raise BagError(
+                f"{self.path}: the bag is damaged or truncated; reading stopped "
+                f"({type(err).__name__}: {err}). A truncated .mcap can often be repaired "
+                "with `mcap recover`"
+            ) from err
+
+    def deserialize(self, raw, msgtype: str):
+        """Deserialize one CDR message of ``msgtype``; BagError names the bag on failure."""
+        try:
+            return self.store.deserialize_cdr(raw, msgtype)
+        except Exception as err:
+            raise BagError(
+                f"{self.path}: a {msgtype} message cannot be decoded ({type(err).__name__}: "
+                f"{err}); the bag is damaged, or was recorded with a different definition "
+                "of that type"
+            ) from err
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple]:
+        """Yield ``(topic, t_log_ns, message)`` in log-time order, deserialized."""
+        for conn, t_ns, raw in self.raw_messages(topics):
+            yield conn.topic, t_ns, self.deserialize(raw, conn.msgtype)
+
+
+# -- topic discovery -----------------------------------------------------------------------
+
+_ROLE_HINTS = {
+    # role: (name parts that point to the role, name parts that point away from it)
+    "image": (("color", "colour", "rgb", "image"), ("depth", "debug", "overlay", "mask")),
+    "depth": (("depth",), ("color", "colour", "rgb", "debug")),
+    "camera_info": (("camera_info",), ("depth",)),
+    "detections": (("detection",), ("refined", "ground_truth", "groundtruth", "/gt")),
+    "ground_truth": (("ground_truth", "groundtruth", "/gt"), ("refined",)),
+}
+
+
+def _score(topic: str, role: str) -> int:
+    good, bad = _ROLE_HINTS[role]
+    name = topic.lower()
+    return sum(g in name for g in good) - 2 * sum(b in name for b in bad)
+
+
+def find_topic(bag: BagReader, msgtype: str | Sequence[str], role: str,
+               override: str | None = None, required: bool = True,
+               near: str | None = None) -> str | None:
+    """The topic of ``msgtype`` that plays ``role`` in the bag.
+
+    With ``override`` that topic is checked and returned. Otherwise, among the topics of
+    that type, the one whose name fits the role best (``_ROLE_HINTS``; e.g. a depth image
+    has "depth" in its name), preferring, with ``near``, topics in the same namespace as
+    that topic (the ``camera_info`` beside an image). A tie is an error that lists the
+    candidates and the option to choose.
+
+    Args:
+        bag: an open bag.
+        msgtype: the type, or several accepted types.
+        role: one of ``image``, ``depth``, ``camera_info``, ``detections``, ``ground_truth``.
+        override: the topic the user named, or None.
+        required: when False, None is returned instead of raising if nothing fits.
+        near: a topic whose namespace is preferred.
+
+    Raises:
+        BagError: no topic, an ambiguous choice, or ``override`` missing or of another type.
+    """
+    types = (msgtype,) if isinstance(msgtype, str) else tuple(msgtype)
+    topics = bag.topics
+    option = f"--{role.replace('_', '-')}-topic"
+    if role == "ground_truth":
+        option = "--gt-topic"
+    if override:
+        if override not in topics:
+            raise BagError(
+                f"{bag.path}: {option} {override!r}: no such topic; the bag has: "
+                + ", ".join(f"{t} ({m})" for t, m in sorted(topics.items()))
+            )
+        if topics[override] not in types:
+            raise BagError(
+                f"{bag.path}: {option} {override!r} carries {topics[override]}, expected "
+                + " or ".join(types)
+            )
+        return override
+    candidates = sorted(t for t, m in topics.items() if m in types)
+    if role in ("depth", "ground_truth"):  # optional roles: only when the name says so
+        candidates = [t for t in candidates if _score(t, role) > 0]
+    elif role == "image":
+        candidates = [t for t in candidates if _score(t, "depth") <= 0] or candidates
+    if not candidates:
+        if not required:
+            return None
+        raise BagError(
+            f"{bag.path}: no {' or '.join(types)} topic for the {role.replace('_', ' ')}; "
+            f"name it with {option}. The bag has: "
+            + (", ".join(f"{t} ({m})" for t, m in sorted(topics.items())) or "no topics")
+        )
+
+    def key(t: str) -> tuple:
+        ns_match = 0
+        if near:
+            ns_match = len(os.path.commonprefix([t.rsplit("/", 1)[0] + "/",
+                                                  near.rsplit("/", 1)[0] + "/"]))
+        return (_score(t, role), ns_match)
+
+    ranked = sorted(candidates, key=key, reverse=True)
+    if len(ranked) > 1 and key(ranked[0]) == key(ranked[1]):
+        tied = [t for t in ranked if key(t) == key(ranked[0])]
+        raise BagError(
+            f"{bag.path}: several {' or '.join(types)} topics could be the "
+            f"{role.replace('_', ' ')}: {', '.join(tied)}; choose one with {option}"
+        )
+    return ranked[0]
+
+
+# -- building messages ---------------------------------------------------------------------
+# Reading goes through pose_refiner_ros.ros.conversions (image_to_rgb, depth_to_m,
+# camera_info_to_model, detections_to_objects, pose_to_matrix): those functions only read
+# fields, so they take rosbags messages as they take rclpy ones, and the bag tools
+# interpret every input exactly as the node does. Building messages needs the rosbags
+# classes, hence the functions below.
+
+_IMAGE_LAYOUT = {"rgb8": ("u1", 3), "bgr8": ("u1", 3), "mono8": ("u1", 1),
+                 "16UC1": ("<u2", 1), "32FC1": ("<f4", 1)}
+
+
+def image_msg(array: np.ndarray, encoding: str, t_ns: int, frame_id: str):
+    """A ``sensor_msgs/Image`` of ``array``.
+
+    Args:
+        array: ``(H, W, 3)`` uint8 RGB for ``rgb8`` / ``bgr8`` (channels are swapped for
+            ``bgr8``), ``(H, W)`` uint8 for ``mono8``, ``(H, W)`` depth in metres for
+            ``16UC1`` (written in millimetres, 0 = no data) and ``32FC1`` (metres).
+        encoding: one of ``rgb8, bgr8, mono8, 16UC1, 32FC1``.
+        t_ns: header stamp, nanoseconds.
+        frame_id: header frame.
+    """
+    if encoding not in _IMAGE_LAYOUT:
+        raise ValueError(f"encoding: expected one of {sorted(_IMAGE_LAYOUT)}, got {encoding!r}")
+    kind, channels = _IMAGE_LAYOUT[encoding]
+    a = np.asarray(array)
+    want = (a.shape[0], a.shape[1], 3) if channels == 3 else a.shape[:2]
+    if a.ndim < 2 or a.shape != want or 0 in a.shape:
+        raise ValueError(f"array: expected {'(H, W, 3)' if channels == 3 else '(H, W)'} for "
+                         f"{encoding}, got {a.shape}")
+    if encoding == "bgr8":
+        a = a[..., ::-1]
+    if encoding == "16UC1":
+        a = np.clip(np.round(np.nan_to_num(a, nan=0.0, posinf=0.0) * 1000.0), 0, 65535)
+    data = np.ascontiguousarray(a.astype(kind, copy=False))
+    h, w = data.shape[:2]
+    return typestore().types[IMAGE](
+        header=_header(t_ns, frame_id), height=h, width=w, encoding=encoding, is_bigendian=0,
+        step=w * channels * data.itemsize, data=data.reshape(-1).view(np.uint8))
+
+
+def camera_info_msg(K: np.ndarray, width: int, height: int, t_ns: int, frame_id: str):
+    """A distortion-free ``sensor_msgs/CameraInfo`` of a pinhole camera ``K`` (3, 3)
+    (``D`` zero plumb_bob, ``R = I``, ``P = [K | 0]``, no binning, no ROI)."""
+    types = typestore().types
+    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return types[CAMERA_INFO](
+        header=_header(t_ns, frame_id), height=int(height), width=int(width),
+        distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1).copy(),
+        r=np.eye(3).reshape(-1), p=P.reshape(-1), binning_x=0, binning_y=0,
+        roi=types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                      do_rectify=False),
+    )
+
+
+def matrix_to_pose(T: np.ndarray):
+    """(4, 4) -> ``geometry_msgs/Pose`` (quaternion ``(x, y, z, w)`` with ``w >= 0``)."""
+    import torch
+
+    from ..geometry.lie import matrix_to_quat_xyzw
+
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise ValueError(f"T: expected a finite (4, 4) matrix, got shape {T.shape}")
+    types = typestore().types
+    x, y, z, w = matrix_to_quat_xyzw(torch.as_tensor(T[:3, :3])).tolist()
+    return types["geometry_msgs/msg/Pose"](
+        position=types["geometry_msgs/msg/Point"](x=float(T[0, 3]), y=float(T[1, 3]),
+                                                  z=float(T[2, 3])),
+        orientation=types["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w),
+    )
+
+
+@dataclass(frozen=True)
+class DetectionOut:
+    """One object to write into a ``Detection3DArray``.
+
+    Attributes:
+        class_id: the hypothesis' class id.
+        T_cam_obj: (4, 4) pose, metres (the hypothesis' ``pose.pose``).
+        score: the hypothesis' score.
+        bbox_min_m, bbox_max_m: (3,) the object-frame axis-aligned box of the mesh; the
+            message's ``bbox`` is that box placed at the pose (as the node writes it).
+            None: a zero-size box at the pose.
+        id: ``Detection3D.id``.
+    """
+
+    class_id: str
+    T_cam_obj: np.ndarray
+    score: float = 1.0
+    bbox_min_m: np.ndarray | None = None
+    bbox_max_m: np.ndarray | None = None
+    id: str = ""
+
+
+def detections_msg(detections: Sequence[DetectionOut], t_ns: int, frame_id: str):
+    """A ``vision_msgs/Detection3DArray``: one single-hypothesis ``Detection3D`` per entry."""
+    types = typestore().types
+    out = []
+    for d in detections:
+        T = np.asarray(d.T_cam_obj, dtype=np.float64)
+        lo = np.zeros(3) if d.bbox_min_m is None else np.asarray(d.bbox_min_m, dtype=np.float64)
+        hi = np.zeros(3) if d.bbox_max_m is None else np.asarray(d.bbox_max_m, dtype=np.float64)
+        T_box = T.copy()
+        T_box[:3, 3] = T[:3, :3] @ ((lo + hi) / 2) + T[:3, 3]
+        size = hi - lo
+        hyp = types["vision_msgs/msg/ObjectHypothesisWithPose"](
+            hypothesis=types["vision_msgs/msg/ObjectHypothesis"](class_id=d.class_id,
+                                                                 score=float(d.score)),
+            pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=matrix_to_pose(T),
+                                                               covariance=np.zeros(36)),
+        )
+        bbox = types["vision_msgs/msg/BoundingBox3D"](
+            center=matrix_to_pose(T_box),
+            size=types["geometry_msgs/msg/Vector3"](x=float(size[0]), y=float(size[1]),
+                                                    z=float(size[2])),
+        )
+        out.append(types["vision_msgs/msg/Detection3D"](header=_header(t_ns, frame_id),
+                                                        results=[hyp], bbox=bbox, id=d.id))
+    return types[DETECTIONS](header=_header(t_ns, frame_id), detections=out)
+
+
+def pose_stamped_msg(T: np.ndarray, t_ns: int, frame_id: str):
+    """A ``geometry_msgs/PoseStamped`` of ``T`` (4, 4)."""
+    return typestore().types[POSE_STAMPED](header=_header(t_ns, frame_id), pose=matrix_to_pose(T))
+
+
+def tf_msg(transforms: Sequence[tuple[str, str, np.ndarray]], t_ns: int):
+    """A ``tf2_msgs/TFMessage`` of ``(parent_frame, child_frame, T_parent_child)`` triples."""
+    types = typestore().types
+    out = []
+    for parent, child, T in transforms:
+        pose = matrix_to_pose(T)
+        p = pose.position
+        out.append(types["geometry_msgs/msg/TransformStamped"](
+            header=_header(t_ns, parent), child_frame_id=child,
+            transform=types["geometry_msgs/msg/Transform"](
+                translation=types["geometry_msgs/msg/Vector3"](x=p.x, y=p.y, z=p.z),
+                rotation=pose.orientation),
+        ))
+    return types[TF](transforms=out)
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+class BagWriter:
+    """Writes a new ROS 2 bag atomically: the bag is built inside a hidden directory
+    ``.<name>.partial`` beside ``path`` and moved to ``path`` by :meth:`close`; on an
+    exception (including ``KeyboardInterrupt``) inside the ``with`` block, or
+    :meth:`abort`, the partial bag is deleted. Nothing appears at ``path`` until the bag
+    is complete.
+
+    Args:
+        path: the bag directory to create (must not exist unless ``overwrite``).
+        storage: ``"sqlite3"`` or ``"mcap"``.
+        overwrite: replace an existing bag at ``path`` once the new one is complete.
+    """
+
+    def __init__(self, path: str | os.PathLike, storage: str = "sqlite3",
+                 overwrite: bool = False):
+        from rosbags.rosbag2 import StoragePlugin
+
+        plugins = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+        if storage not in plugins:
+            raise ValueError(f"storage: expected 'sqlite3' or 'mcap', got {storage!r}")
+        self.path = Path(path)
+        self.storage = storage
+        self.overwrite = overwrite
+        self._plugin = plugins[storage]
+        self.partial = self.path.parent / f".{self.path.name}.partial"
+        self._writer = None
+        self._conns: dict[str, object] = {}
+
+    def __enter__(self) -> BagWriter:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def open(self) -> None:
+        from rosbags.rosbag2 import Writer
+
+        if self.path.exists() and not self.overwrite:
+            raise BagError(f"{self.path} exists already; choose another output or remove it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_partial()  # left by a run that was killed hard
+        self.partial.mkdir()
+        try:
+            self._writer = Writer(self.partial / self.path.name, version=9,
+                                  storage_plugin=self._plugin)
+            self._writer.open()
+        except BaseException:
+            self._writer = None
+            self._remove_partial()
+            raise
+
+    def add_topic(self, topic: str, msgtype: str, like=None) -> bool:
+        """Declare a topic. ``like``: a connection of an input bag whose definition, type
+        hash and QoS are copied (so a copied topic plays back exactly as recorded).
+
+        Returns False (and declares nothing) when the type is unknown here and ``like``
+        brings no definition (e.g. a custom message in a Humble bag): rosbag2 needs a
+        definition and a type hash, which cannot be made up.
+        """
+        if topic in self._conns:
+            return True
+        kwargs: dict = {}
+        if like is not None:
+            kwargs["offered_qos_profiles"] = list(getattr(like.ext, "offered_qos_profiles", ()))
+            if like.msgdef.data and like.digest:
+                kwargs.update(msgdef=like.msgdef.data, rihs01=like.digest)
+        if "msgdef" not in kwargs:
+            if msgtype not in typestore().fielddefs:
+                if like is None:
+                    raise BagError(f"{self.path}: message type {msgtype} is unknown")
+                return False
+            kwargs["typestore"] = typestore()
+        self._conns[topic] = self._writer.add_connection(topic, msgtype, **kwargs)
+        return True
+
+    def has_topic(self, topic: str) -> bool:
+        return topic in self._conns
+
+    def write_raw(self, topic: str, t_ns: int, raw) -> None:
+        """Write already-serialized CDR bytes on a declared topic."""
+        self._writer.write(self._conns[topic], int(t_ns), raw)
+
+    def write(self, topic: str, t_ns: int, msg) -> None:
+        """Serialize ``msg`` (a ``rosbags`` message) and write it on a declared topic."""
+        conn = self._conns[topic]
+        self._writer.write(conn, int(t_ns), typestore().serialize_cdr(msg, conn.msgtype))
+
+    def close(self) -> None:
+        """Finish the bag and move it to ``path``."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            writer.close()
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            (self.partial / self.path.name).rename(self.path)
+        finally:
+            self._remove_partial()
+
+    def abort(self) -> None:
+        """Stop and delete the partial bag."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.abort()
+            except Exception:
+                pass
+        self._remove_partial()
+
+    def _remove_partial(self) -> None:
+        if self.partial.exists():
+            shutil.rmtree(self.partial, ignore_errors=True)

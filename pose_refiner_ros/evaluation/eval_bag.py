@@ -1,0 +1,603 @@
+"""``pose-refiner eval-bag``: refine every frame of a recorded ROS 2 bag, offline, and report.
+
+What the node does live, done on a recording without ROS: the bag is streamed with
+``rosbags`` (sqlite3 or mcap), images / camera info / detections (and depth) are matched
+by stamp with the node's own :class:`~pose_refiner_ros.ros.sync.FrameSynchronizer`,
+messages are read with the node's own conversions, the :class:`Refiner` is built from
+the node's parameters (``config/refiner.yaml`` or ``--params``; the same defaults), and
+the node's rules decide what is published (``confidence_threshold``,
+``low_confidence_action``, ``max_objects``, ``target_class_id``, TF names).
+
+Writes into ``--out DIR``:
+
+- ``<bag name>_refined/``: a new bag (same storage format) with every input message,
+  unchanged, plus ``/refined_pose`` (``PoseStamped``), ``/refined_detections``
+  (``Detection3DArray``) and ``/tf`` (``TFMessage``), stamped with the image's stamp and
+  logged when the frame was complete. Written under a hidden temporary name and renamed
+  when complete; the input bag is opened read-only.
+- ``report.json``, ``report.md`` and ``plots/`` (see :mod:`.report`): per-object
+  results, timing, and, when there is ground truth (``--gt-topic``, a topic whose name
+  says ``ground_truth``, or ``--gt-file``), every metric of the protocol for the coarse
+  and the refined poses.
+
+Memory stays flat: messages are read one at a time, the synchroniser's buffers are
+bounded (``sync_queue_size``), and per-object records go straight to disk. Ctrl-C stops
+at once and removes everything half-written.
+
+Ground-truth sidecar file (``--gt-file``), JSON::
+
+    {"frames": [{"stamp_ns": 1700000000000000000,
+                 "objects": [{"class_id": "mug", "T_cam_obj": [[...], [...], [...], [...]]}]}]}
+
+(``T_cam_obj`` 4x4 row-major in metres, in the image's camera frame; ``stamp_ns`` the
+image's header stamp; ``"stamp": {"sec": .., "nanosec": ..}`` is accepted instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import deque
+from dataclasses import dataclass, fields, replace
+import json
+import os
+from pathlib import Path
+import re
+import sys
+import time
+
+import numpy as np
+
+from . import bag_io as B
+from .report import format_summary
+
+__all__ = ["eval_bag", "BagTopics", "resolve_topics", "read_ground_truth_file",
+           "load_node_params", "build_refiner", "load_registry", "add_subcommand"]
+
+OUT_POSE = "/refined_pose"
+OUT_DETECTIONS = "/refined_detections"
+OUT_TF = "/tf"
+GT_WAIT_NS = 1_000_000_000  # how long (log time) a complete frame waits for its ground truth
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """The input topics of a bag (None: not used)."""
+
+    image: str
+    camera_info: str
+    detections: str
+    depth: str | None = None
+    ground_truth: str | None = None
+    ground_truth_type: str | None = None
+
+
+def resolve_topics(bag: B.BagReader, image: str | None = None, camera_info: str | None = None,
+                   detections: str | None = None, depth: str | None = None,
+                   ground_truth: str | None = None, use_depth: bool = False,
+                   find_ground_truth: bool = True) -> BagTopics:
+    """Find the input topics by type (and name hints), or check the ones named.
+
+    Raises:
+        BagError: a topic is missing or ambiguous; the message lists the bag's topics and
+            the option that names the topic.
+    """
+    img = B.find_topic(bag, B.IMAGE, "image", image)
+    info = B.find_topic(bag, B.CAMERA_INFO, "camera_info", camera_info, near=img)
+    gt = None
+    if ground_truth or find_ground_truth:
+        gt = B.find_topic(bag, (B.DETECTIONS, B.POSE_STAMPED), "ground_truth", ground_truth,
+                          required=bool(ground_truth))
+    dets = B.find_topic(bag, B.DETECTIONS, "detections", detections)
+    if dets == gt:
+        raise B.BagError(f"{bag.path}: {dets} cannot be both the detections and the ground truth; "
+                         "name them with --detections-topic and --gt-topic")
+    dep = None
+    if use_depth or depth:
+        dep = B.find_topic(bag, B.IMAGE, "depth", depth, required=True)
+        if dep == img:
+            raise B.BagError(f"{bag.path}: {img} cannot be both the image and the depth; name them "
+                             "with --image-topic and --depth-topic")
+    return BagTopics(img, info, dets, dep, gt, bag.topics[gt] if gt else None)
+
+
+def read_ground_truth_file(path: str | os.PathLike) -> dict[int, list[tuple[str, np.ndarray]]]:
+    """The sidecar ground truth (module docstring): image stamp (ns) -> ``[(class_id, T)]``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        out: dict[int, list] = {}
+        for fr in data["frames"]:
+            if "stamp_ns" in fr:
+                stamp = int(fr["stamp_ns"])
+            else:
+                stamp = int(fr["stamp"]["sec"]) * 1_000_000_000 + int(fr["stamp"]["nanosec"])
+            objs = []
+            for o in fr["objects"]:
+                T = np.asarray(o["T_cam_obj"], dtype=np.float64)
+                if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+                    raise ValueError(f"T_cam_obj of {o.get('class_id')!r} at stamp {stamp}: "
+                                     f"expected a finite 4x4 matrix, got shape {T.shape}")
+                objs.append((str(o["class_id"]), T))
+            out.setdefault(stamp, []).extend(objs)
+        return out
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--gt-file {path}: no such file") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"--gt-file {path}: not a ground-truth file ({type(e).__name__}: {e}); expected JSON "
+            '{"frames": [{"stamp_ns": int, "objects": [{"class_id": str, "T_cam_obj": 4x4}]}]}'
+        ) from None
+
+
+def write_ground_truth_file(path: str | os.PathLike,
+                            frames: list[tuple[int, list[tuple[str, np.ndarray]]]]) -> None:
+    """Write a sidecar ground-truth file: ``[(stamp_ns, [(class_id, T_cam_obj)])]``."""
+    data = {"frames": [{"stamp_ns": int(s), "objects": [
+        {"class_id": c, "T_cam_obj": np.asarray(T, dtype=np.float64).round(12).tolist()}
+        for c, T in objs]} for s, objs in frames]}
+    tmp = Path(path).with_name(Path(path).name + ".partial")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+# -- the node's configuration ----------------------------------------------------------------
+
+
+def load_node_params(params_file: str | os.PathLike | None = None, **overrides):
+    """The node's parameters: defaults, then a ROS params file (``/**:`` or any node name
+    with ``ros__parameters``), then ``overrides`` (None values ignored); each value is
+    checked by the node's own validation.
+
+    Raises:
+        ValueError: an invalid value, naming the parameter and the file.
+    """
+    import yaml
+
+    from ..ros.params import SPECS, NodeParams, validate
+
+    values: dict = {}
+    if params_file is not None:
+        try:
+            doc = yaml.safe_load(Path(params_file).read_text()) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--params {params_file}: no such file") from None
+        sections = [v["ros__parameters"] for v in doc.values()
+                    if isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)]
+        if not sections:
+            raise ValueError(f"--params {params_file}: no '<node>: ros__parameters:' section "
+                             "(see config/refiner.yaml)")
+        for sec in sections:
+            values.update({k: v for k, v in sec.items() if k in SPECS})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for k, v in values.items():
+        if isinstance(SPECS[k].default, float) and isinstance(v, int) and not isinstance(v, bool):
+            values[k] = float(v)
+        why = validate(k, values[k])
+        if why:
+            raise ValueError(why + (f" (in {params_file})" if params_file else ""))
+    return NodeParams.defaults().with_values(values)
+
+
+def load_registry(spec: str | os.PathLike):
+    """The registered objects: an objects YAML, or ``bop:MODELS_DIR`` (a BOP ``models/``
+    directory, or a dataset root containing one; class ids ``obj_000001``...)."""
+    spec = str(spec)
+    if spec.startswith("bop:"):
+        from ..data.bop import registry_from_bop_models
+
+        p = Path(spec[4:])
+        return registry_from_bop_models(p / "models" if (p / "models").is_dir() else p)
+    from ..mesh.registry import ObjectRegistry
+    from ..ros.params import resolve_path
+
+    try:
+        path = resolve_path(spec, "objects")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(str(e).replace("parameter 'objects'", "--objects")) from None
+    return ObjectRegistry.from_yaml(path)
+
+
+def build_refiner(params, registry):
+    """The :class:`Refiner` the node builds from ``params`` (``RefinerNode._load_refiner``).
+
+    Raises:
+        FileNotFoundError: the model file (mode ``learned`` / ``gcf-adam``) is missing.
+    """
+    from ..refine.refiner import Refiner, RefinerConfig
+    from ..ros.params import resolve_path
+
+    cfg = RefinerConfig(mode=params.mode, iterations=params.iterations,
+                        crop_size=params.crop_size, use_depth=params.use_depth,
+                        device=params.device)
+    if params.mode == "flow":
+        return Refiner(registry, cfg), None
+    try:
+        model = resolve_path(params.model_path, "model_path")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; pass --model PATH, or --mode flow to refine without a "
+                                "trained model") from None
+    return Refiner.from_checkpoint(model, registry, cfg), model
+
+
+def tf_frame_name(prefix: str, class_id: str, k: int) -> str:
+    """The node's TF child frame name (``ros.node.tf_frame_name``, which needs rclpy)."""
+    return f"{prefix}{re.sub(r'[^A-Za-z0-9_]', '_', class_id)}_{k}"
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+class _Run:
+    """State of one eval-bag run (the loop is in :func:`eval_bag`)."""
+
+    def __init__(self, bag, topics, params, registry, refiner, writer, evaluation, gt_file,
+                 max_frames=None):
+        from ..ros import conversions as conv
+        from ..ros.sync import FrameSynchronizer, StampBuffer
+
+        self.conv = conv
+        self.bag, self.topics, self.p, self.registry = bag, topics, params, registry
+        self.refiner, self.writer, self.ev = refiner, writer, evaluation
+        self.sync = FrameSynchronizer(int(round(params.sync_tolerance_s * 1e9)),
+                                      params.sync_queue_size, use_depth=topics.depth is not None)
+        self.gt_file = gt_file
+        self.max_frames = max_frames
+        self.gt_buffer = StampBuffer(max(50, 4 * params.sync_queue_size))
+        self.pending: deque = deque()  # (frame, log time when complete)
+        self.camera = None  # (message, CameraModel) of the latest valid camera_info
+        self.frame_index = 0
+        self.last_tf_stamp = -1
+        self.now_ns = 0
+
+    # messages --------------------------------------------------------------------------
+    def on_message(self, topic: str, t_ns: int, msg) -> None:
+        self.now_ns = t_ns
+        T = self.topics
+        stamp = None if topic == T.camera_info else B.stamp_to_ns(msg.header.stamp)
+        if topic == T.camera_info:
+            try:
+                self.camera = (msg, self.conv.camera_info_to_model(msg))
+            except ValueError:
+                self.ev.count("rejected_bad_camera_info")
+        if topic == T.ground_truth:
+            self.gt_buffer.add(stamp, msg)
+        frame = None
+        if topic == T.image:
+            frame = self.sync.add_image(stamp, (msg, t_ns))
+        elif topic == T.detections:
+            frame = self.sync.add_detections(stamp, (msg, t_ns))
+        elif topic == T.depth:
+            frame = self.sync.add_depth(stamp, (msg, t_ns))
+        if frame is not None:
+            # The camera_info in force when the frame was complete (as the node: the latest).
+            self.pending.append((frame, t_ns, self.camera))
+        self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        """Refine the complete frames whose ground truth is in (or will not come)."""
+        while self.pending:
+            if self.max_frames is not None and self.ev.frames >= self.max_frames:
+                self.pending.clear()
+                return
+            frame, t_done, camera = self.pending[0]
+            gt = self.ground_truth(frame.stamp_ns)
+            waiting = (self.topics.ground_truth is not None and gt is None and not final
+                       and self.now_ns - t_done < GT_WAIT_NS
+                       and len(self.pending) <= self.p.sync_queue_size)
+            if waiting:
+                return
+            self.pending.popleft()
+            self.process(frame, camera, gt)
+
+    def ground_truth(self, stamp_ns: int):
+        """``[(class_id, T)]`` for the image stamped ``stamp_ns``, or None."""
+        if self.gt_file is not None:
+            return self.gt_file.get(stamp_ns)
+        if self.topics.ground_truth is None:
+            return None
+        found = self.gt_buffer.find(stamp_ns, int(round(self.p.sync_tolerance_s * 1e9)))
+        if found is None:
+            return None
+        msg = found[1]
+        if self.topics.ground_truth_type == B.POSE_STAMPED:
+            return [("", self.conv.pose_to_matrix(msg.pose, "ground-truth pose"))]
+        objects, _ = self.conv.detections_to_objects(msg)
+        return [(o.class_id, o.T_cam_obj) for o in objects]
+
+    # one frame ---------------------------------------------------------------------------
+    def inputs(self, frame, camera):
+        """Rectified RGB, K, size and depth of a frame (the node's ``_frame_inputs``)."""
+        conv, ev = self.conv, self.ev
+        msg = frame.image[0]
+        if camera is None:
+            ev.count("rejected_no_camera_info")
+            return None
+        cam = camera[1]
+        if msg.height == 0 or msg.width == 0 or len(msg.data) == 0:
+            ev.count("rejected_empty_image")
+            return None
+        if msg.encoding not in conv.COLOR_ENCODINGS:
+            ev.count("rejected_bad_encoding")
+            return None
+        if (msg.height, msg.width) != (cam.height, cam.width):
+            ev.count("rejected_size_mismatch")
+            return None
+        try:
+            image = cam.rectify(conv.image_to_rgb(msg))
+        except ValueError:
+            ev.count("rejected_bad_image")
+            return None
+        depth = None
+        if frame.depth is not None:
+            try:
+                depth = conv.depth_to_m(frame.depth[0])
+                if depth.shape != image.shape[:2]:
+                    raise ValueError("depth size")
+                depth = cam.rectify(depth, interpolation="nearest")
+            except ValueError:
+                ev.count("rejected_bad_depth")
+                depth = None
+        return image, cam, depth
+
+    def process(self, frame, camera, gt) -> None:
+        from .report import ObjectResult, evaluate_object, match_ground_truth
+
+        t0 = time.perf_counter()
+        p, ev = self.p, self.ev
+        inputs = self.inputs(frame, camera)
+        if inputs is None:
+            return
+        image, cam, depth = inputs
+        header = frame.image[0].header
+        objects, rejections = self.conv.detections_to_objects(frame.detections[0], header.frame_id)
+        for r in rejections:
+            ev.count(f"rejected_{r.reason}")
+        known = [o for o in objects if o.class_id in self.registry]
+        if len(known) < len(objects):
+            ev.count("rejected_unknown_class", len(objects) - len(known))
+        if len(known) > p.max_objects:
+            ev.count("rejected_too_many_objects", len(known) - p.max_objects)
+            known = sorted(sorted(known, key=lambda o: -o.score)[: p.max_objects],
+                           key=lambda o: o.index)
+        counts: dict = {}
+        names = []
+        for o in known:
+            names.append(tf_frame_name(p.tf_prefix, o.class_id, counts.get(o.class_id, 0)))
+            counts[o.class_id] = counts.get(o.class_id, 0) + 1
+        pairs = [(o.class_id, o.T_cam_obj) for o in known]
+        results = (self.refiner.refine(image, np.array(cam.K), pairs, depth_m=depth)
+                   if pairs else [])
+
+        out = []  # (name, class_id, T, score) as the node publishes them
+        for name, r in zip(names, results, strict=True):
+            if (not r.diverged) and r.score >= p.confidence_threshold:
+                out.append((name, r.class_id, r.T_cam_obj, r.score))
+            else:
+                ev.count("low_confidence")
+                if p.low_confidence_action == "publish_coarse":
+                    out.append((name, r.class_id, r.T_cam_obj_init, r.score))
+        self.publish(frame.stamp_ns, header.frame_id, out)
+
+        if gt is not None and gt and gt[0][0] == "":  # a PoseStamped: one object of one class
+            cls = p.target_class_id or (known[0].class_id if len({o.class_id for o in known}) == 1
+                                        and known else "")
+            gt = [(cls, gt[0][1])] if cls else None
+            if gt is None:
+                ev.count("ground_truth_class_unknown")
+        match = match_ground_truth(pairs, gt) if gt else [None] * len(pairs)
+        size = (cam.width, cam.height)
+        for r, j in zip(results, match, strict=True):
+            rec = ObjectResult(frame=self.frame_index, key={"stamp_ns": int(frame.stamp_ns)},
+                               class_id=r.class_id, score=r.score, diverged=r.diverged,
+                               reason=r.reason, T_init=r.T_cam_obj_init, T_refined=r.T_cam_obj,
+                               timing_ms=r.timing_ms, iterations=r.iterations, mode=r.mode)
+            if j is not None:
+                rec.T_gt = gt[j][1]
+                (rec.metrics_init, rec.metrics_refined, rec.e_R_iter_deg,
+                 rec.t_err_iter_m) = evaluate_object(self.registry[r.class_id], r.T_cam_obj_init,
+                                                     r.T_cam_obj, gt[j][1], cam.K, size, r.iterates)
+            elif gt is not None:
+                ev.count("objects_without_ground_truth")
+            ev.add(rec)
+        if gt is None and (self.topics.ground_truth is not None or self.gt_file is not None):
+            ev.count("frames_without_ground_truth")
+        ev.add_frame(1e3 * (time.perf_counter() - t0))
+        self.frame_index += 1
+
+    def publish(self, stamp_ns: int, frame_id: str, out) -> None:
+        """The node's outputs of one frame, into the output bag."""
+        p, w, t = self.p, self.writer, self.now_ns
+        dets = []
+        for name, cid, T, score in out:
+            m = self.registry[cid]
+            dets.append(B.DetectionOut(cid, T, score, m.bbox_min_m, m.bbox_max_m, name))
+        w.write(OUT_DETECTIONS, t, B.detections_msg(dets, stamp_ns, frame_id))
+        candidates = [o for o in out if not p.target_class_id or o[1] == p.target_class_id]
+        if candidates:
+            best = max(candidates, key=lambda o: o[3])
+            w.write(OUT_POSE, t, B.pose_stamped_msg(best[2], stamp_ns, frame_id))
+        if p.publish_tf and out and stamp_ns > self.last_tf_stamp:
+            self.last_tf_stamp = stamp_ns
+            w.write(OUT_TF, t, B.tf_msg([(frame_id, name, T) for name, _, T, _ in out], stamp_ns))
+
+
+def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: str | os.PathLike,
+             *, model: str | None = None, mode: str | None = None, device: str | None = None,
+             params_file: str | None = None, iterations: int | None = None,
+             crop_size: int | None = None, use_depth: bool | None = None,
+             image_topic: str | None = None, camera_info_topic: str | None = None,
+             detections_topic: str | None = None, depth_topic: str | None = None,
+             gt_topic: str | None = None, gt_file: str | None = None,
+             max_frames: int | None = None, overwrite: bool = False, progress: bool = True,
+             plots: bool = True, registry=None, refiner=None) -> dict:
+    """Refine every frame of a bag; write the output bag and the report (module docstring).
+
+    Args:
+        bag_path: the input bag (directory, or a single .mcap / .db3 file).
+        objects: objects YAML, or ``bop:MODELS_DIR``.
+        out_dir: output directory (created).
+        model, mode, device, iterations, crop_size, use_depth: override the node
+            parameters ``model_path``, ``mode``, ``device``, ``iterations``,
+            ``crop_size``, ``use_depth``.
+        params_file: a ROS params file of the node (default: the node's defaults, which
+            are ``config/refiner.yaml``'s).
+        image_topic, camera_info_topic, detections_topic, depth_topic, gt_topic: name the
+            topics instead of finding them by type.
+        gt_file: sidecar ground truth (module docstring), instead of a topic.
+        max_frames: stop after this many refined frames (the output bag then holds the
+            input up to that point).
+        overwrite: replace an existing output bag / report in ``out_dir``.
+        progress: show a tqdm progress bar on stderr.
+        plots: draw the PNG plots.
+        registry, refiner: use these instead of building them (tests, benchmarks).
+
+    Returns:
+        the report's summary (``report.json``'s ``summary``).
+
+    Raises:
+        BagError: the bag is missing, malformed or truncated, or a topic is missing or
+            ambiguous. FileNotFoundError / ValueError: other inputs. KeyboardInterrupt:
+            after removing everything half-written.
+    """
+    from .report import Evaluation
+
+    bag_path = Path(bag_path)
+    out_dir = Path(out_dir)
+    params = load_node_params(params_file, model_path=model, mode=mode, device=device,
+                              iterations=iterations, crop_size=crop_size, use_depth=use_depth)
+    gt_frames = read_ground_truth_file(gt_file) if gt_file else None
+    t_start = time.perf_counter()
+    with B.BagReader(bag_path) as bag:
+        topics = resolve_topics(bag, image_topic, camera_info_topic, detections_topic,
+                                depth_topic, gt_topic, use_depth=params.use_depth,
+                                find_ground_truth=gt_file is None)
+        if topics.depth is not None and not params.use_depth:
+            params = replace(params, use_depth=True)  # --depth-topic given: use it
+        if registry is None:
+            registry = load_registry(objects)
+        model_file = None
+        if refiner is None:
+            refiner, model_file = build_refiner(params, registry)
+        name = bag_path.name[: -len(bag_path.suffix)] if bag_path.is_file() else bag_path.name
+        out_bag = out_dir / f"{name}_refined"
+        if not overwrite:
+            for p in (out_bag, out_dir / "report.json"):
+                if p.exists():
+                    raise FileExistsError(f"{p} exists already; pass --overwrite or another --out")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ev = Evaluation(out_dir, f"eval-bag: {bag_path.name}")
+        meta = {"command": "eval-bag", "bag": str(bag_path), "storage": bag.storage,
+                "output_bag": str(out_bag), "objects": str(objects),
+                "model": str(model_file) if model_file else None,
+                "ground_truth": gt_file or topics.ground_truth,
+                "topics": {f.name: getattr(topics, f.name) for f in fields(topics)},
+                "params": {f.name: getattr(params, f.name) for f in fields(params)},
+                "refiner": {k: str(v) for k, v in vars(refiner.cfg).items()},
+                "device": str(refiner.device)}
+        bar = None
+        try:
+            with B.BagWriter(out_bag, storage=bag.storage, overwrite=overwrite) as writer:
+                not_copied = sorted({f"{c.topic} ({c.msgtype})" for c in bag.connections
+                                     if not writer.add_topic(c.topic, c.msgtype, like=c)})
+                if not_copied:
+                    meta["topics_not_copied"] = not_copied
+                    print("eval-bag: not copied to the output bag (their types are unknown "
+                          "and the bag holds no definition of them): " + ", ".join(not_copied),
+                          file=sys.stderr)
+                for topic, msgtype in ((OUT_POSE, B.POSE_STAMPED), (OUT_DETECTIONS, B.DETECTIONS),
+                                       (OUT_TF, B.TF)):
+                    if bag.topics.get(topic, msgtype) != msgtype:
+                        raise B.BagError(f"{bag_path}: the input already has {topic} of type "
+                                         f"{bag.topics[topic]}; the output needs it for {msgtype}")
+                    writer.add_topic(topic, msgtype)
+                run = _Run(bag, topics, params, registry, refiner, writer, ev, gt_frames,
+                           max_frames)
+                wanted = {topics.image, topics.camera_info, topics.detections, topics.depth,
+                          topics.ground_truth} - {None}
+                if progress:
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=bag.count(topics.image), unit="frame", desc="eval-bag",
+                               file=sys.stderr, dynamic_ncols=True)
+                t_loop = time.perf_counter()
+                for conn, t_ns, raw in bag.raw_messages():
+                    if writer.has_topic(conn.topic):
+                        writer.write_raw(conn.topic, t_ns, raw)
+                    if conn.topic not in wanted:
+                        continue
+                    run.on_message(conn.topic, t_ns, bag.deserialize(raw, conn.msgtype))
+                    if bar is not None and conn.topic == topics.image:
+                        bar.update(1)
+                        fps = ev.frames / max(time.perf_counter() - t_loop, 1e-9)
+                        bar.set_postfix(refined=ev.frames, objects=ev.n_objects,
+                                        fps=f"{fps:.2f}", refresh=False)
+                    if max_frames is not None and ev.frames >= max_frames:
+                        break
+                run.flush(final=True)
+            if bar is not None:
+                bar.close()
+            elapsed = time.perf_counter() - t_loop  # frames/s: the loop, not the start-up
+            meta["wall_s_with_startup"] = round(time.perf_counter() - t_start, 3)
+            summary = ev.write(meta, elapsed_s=elapsed, plots=plots)
+        except BaseException:
+            if bar is not None:
+                bar.close()
+            ev.discard()
+            raise
+    return summary
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def add_subcommand(subparsers, name: str, help: str) -> None:
+    """``pose-refiner eval-bag`` (see the module docstring)."""
+    p = subparsers.add_parser(name, help=help, description=help,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bag", help="input ROS 2 bag: a directory, or a .mcap / .db3 file")
+    p.add_argument("--objects", required=True,
+                   help="objects YAML (class ids -> meshes), or bop:MODELS_DIR")
+    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--model", help="refiner checkpoint (node parameter model_path)")
+    p.add_argument("--mode", choices=("learned", "flow", "gcf-adam"),
+                   help="refinement mode (node parameter mode; flow needs no model)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--params", help="the node's ROS params file (default: its defaults, "
+                   "as in config/refiner.yaml)")
+    p.add_argument("--iterations", type=int, help="node parameter iterations")
+    p.add_argument("--crop-size", type=int, help="node parameter crop_size")
+    p.add_argument("--use-depth", action=argparse.BooleanOptionalAction, default=None,
+                   help="refine with depth (node parameter use_depth)")
+    p.add_argument("--image-topic")
+    p.add_argument("--camera-info-topic")
+    p.add_argument("--detections-topic")
+    p.add_argument("--depth-topic", help="depth image topic (implies --use-depth)")
+    p.add_argument("--gt-topic", help="ground truth: a Detection3DArray or PoseStamped topic "
+                   "(default: a topic whose name contains 'ground_truth', if any)")
+    p.add_argument("--gt-file", help="ground truth from a JSON sidecar file instead")
+    p.add_argument("--max-frames", type=int, help="stop after this many refined frames")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(handler=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        summary = eval_bag(
+            args.bag, args.objects, args.out, model=args.model, mode=args.mode,
+            device=args.device, params_file=args.params, iterations=args.iterations,
+            crop_size=args.crop_size, use_depth=args.use_depth, image_topic=args.image_topic,
+            camera_info_topic=args.camera_info_topic, detections_topic=args.detections_topic,
+            depth_topic=args.depth_topic, gt_topic=args.gt_topic, gt_file=args.gt_file,
+            max_frames=args.max_frames, overwrite=args.overwrite,
+            progress=not args.no_progress, plots=not args.no_plots)
+    except KeyboardInterrupt:
+        print("eval-bag: interrupted; nothing was written (partial outputs removed)",
+              file=sys.stderr)
+        return 130
+    except (B.BagError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"eval-bag: error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary, Path(args.out)))
+    return 0
