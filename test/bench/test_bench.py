@@ -1,0 +1,143 @@
+"""``pose-refiner bench`` runs end to end and its record holds every section.
+
+The figures themselves are not asserted (an untrained network; see docs/benchmarks.md
+for measured ones): these tests check the layout of the JSON record, the Markdown and
+the PNG, on a tiny run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pose_refiner_ros.bench import scaling
+from pose_refiner_ros.bench.bench import METHODS, BenchConfig, run_benchmark, write_outputs
+from pose_refiner_ros.bench.calibration import spearman
+from pose_refiner_ros.bench.checks import metric_verdicts
+from pose_refiner_ros.evaluation.metrics import ERROR_KEYS
+from pose_refiner_ros.net.model import CorrespondenceNet, NetConfig
+from pose_refiner_ros.train.checkpoint import save_checkpoint
+
+SUMMARY_KEYS = {"n", *(f"median_{k}" for k in ERROR_KEYS), "acc_pi_6", "acc_pi_18",
+                "acc_5deg5cm", "acc_add_or_adds_0.1d", "ar_mssd", "ar_mspd"}
+TIMING_KEYS = {"crop", "render", "network", "solve", "other", "total"}
+
+
+@pytest.fixture(scope="module")
+def record_and_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    ckpt = tmp / "untrained.pt"
+    save_checkpoint(ckpt, CorrespondenceNet(NetConfig(gru_iters=1)))
+    cfg = BenchConfig(samples=2, gcf_samples=1, gcf_steps=3, n_models=3, device="cpu",
+                      objects_per_frame=(1, 2), mesh_faces=("1k", "21k"), crop_sizes=(32,),
+                      scaling_repeats=1, refiner_overrides={"crop_size": 64, "iterations": 2})
+    mp = pytest.MonkeyPatch()
+    # a mesh just above the registry's default cap of 20000 faces: decimated by default
+    mp.setitem(scaling.TORUS_SECTIONS, "21k", (150, 70))
+    try:
+        record = run_benchmark(cfg, ckpt, progress=False, command="test")
+    finally:
+        mp.undo()
+    paths = tmp / "out.json", tmp / "out.md", tmp / "plots" / "out.png"
+    write_outputs(record, *paths)
+    return record, paths
+
+
+def test_record_has_every_section(record_and_files):
+    record, (json_path, _, _) = record_and_files
+    assert json.loads(json_path.read_text()) == record  # plain JSON, no NaN
+    assert set(record) == {"meta", "machine", "benchmark", "methods", "calibration", "scaling",
+                           "acceptance"}
+    for key in ("date", "platform", "cpu_model", "logical_cpus", "torch", "torch_threads",
+                "device", "git_commit"):
+        assert key in record["machine"]
+    assert record["meta"]["model"]["sha256"]
+    b = record["benchmark"]
+    assert b["split"] == "bench" and b["n_samples"] == 2 and len(b["samples"]) == 2
+
+
+def test_every_method_has_every_metric(record_and_files):
+    methods = record_and_files[0]["methods"]
+    assert list(methods) == list(METHODS)
+    for name, rec in methods.items():
+        assert set(rec["metrics"]) == SUMMARY_KEYS, name
+        assert set(rec["share_worse"]) == set(ERROR_KEYS), name
+        assert len(rec["per_sample"]) == rec["n"]
+        if name == "initial":
+            assert "timing_ms_per_object" not in rec
+            continue
+        assert set(rec["timing_ms_per_object"]) == TIMING_KEYS, name
+        assert set(rec["timing_ms_per_object"]["total"]) == {"median", "p95", "mean"}
+        assert rec["timing_ms_per_object"]["total"]["median"] > 0
+        assert {"peak_rss_mb", "peak_rss_increase_mb", "method"} <= set(rec["memory"])
+    gcf = methods["gcf-adam"]
+    assert gcf["n"] == 1 and gcf["subset"]["n"] == 1 and gcf["config"]["adam_steps"] == 3
+    assert set(gcf["ours_same_samples"]) == SUMMARY_KEYS
+    assert methods["gcf-adam-matched"]["matched"]["steps"] >= 1
+    assert methods["ours-rgbd"]["use_depth"] and not methods["ours"]["use_depth"]
+
+
+def test_scaling_calibration_and_acceptance(record_and_files):
+    record = record_and_files[0]
+    sc = record["scaling"]
+    assert [r["objects"] for r in sc["objects_per_frame"]] == [1, 2]
+    assert [r["crop_size"] for r in sc["crop_size"]] == [32]
+    small, big = sc["mesh_faces"]
+    assert small["raw_faces"] == small["registered_faces_raw"] == 1024
+    assert not small["decimated_by_default"] and "default_cap" not in small
+    assert big["raw_faces"] == big["registered_faces_raw"] == 21000
+    assert big["decimated_by_default"] and big["registered_faces_default_cap"] <= 20000
+    assert big["default_cap"]["per_object_ms"]["median"] > 0
+    for name in ("ours", "ours-rgbd"):
+        cal = record["calibration"][name]
+        assert sum(b["n"] for b in cal["bins"]) == 2
+        assert {"spearman_score_vs_add_rel", "accuracy_rises_with_score", "accepted",
+                "flagged_diverged"} <= set(cal)
+    acc = record["acceptance"]
+    assert set(acc) == {"ours_better_than_initial_on_every_metric",
+                        "ours_better_than_flow_baseline_on_every_metric",
+                        "ours_at_least_as_accurate_as_gcf_adam_same_samples",
+                        "ours_20x_faster_than_gcf_adam", "ours_under_250ms_per_object"}
+    assert all(isinstance(c["passed"], bool) for c in acc.values())
+
+
+def test_markdown_and_plot_written(record_and_files):
+    _, (_, md_path, png_path) = record_and_files
+    md = md_path.read_text()
+    for heading in ("## Accuracy", "## Time and memory per object", "## Scaling of `ours`",
+                    "## Confidence calibration (`ours`)", "## Acceptance criteria"):
+        assert heading in md
+    assert "![benchmark](plots/out.png)" in md
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_metric_verdicts_directions():
+    a = {"n": 3, "median_e_R_deg": 1.0, "acc_pi_6": 1.0, "ar_mssd": 0.5, "median_e_t": None}
+    b = {"n": 3, "median_e_R_deg": 2.0, "acc_pi_6": 1.0, "ar_mssd": 0.6, "median_e_t": 0.1}
+    assert metric_verdicts(a, b) == {"median_e_R_deg": "better", "acc_pi_6": "saturated",
+                                     "ar_mssd": "worse", "median_e_t": "worse"}
+
+
+def test_spearman_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    a = [0.1, 0.5, 0.5, 0.9, 0.3, 0.7]
+    b = [3.0, 1.0, 2.0, 0.5, float("inf"), 1.0]
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None and spearman([1, 2], [2, 1]) is None
+
+
+def test_cli_without_network(tmp_path, capsys):
+    """The training-free methods need no checkpoint; the subcommand is registered."""
+    from pose_refiner_ros import cli
+
+    out = tmp_path / "b.json"
+    rc = cli.main(["bench", "--json", str(out), "--samples", "1", "--methods",
+                   "initial,flow-baseline", "--no-scaling", "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    rec = json.loads(out.read_text())
+    assert list(rec["methods"]) == ["initial", "flow-baseline"] and rec["scaling"] is None
+    assert (tmp_path / "b.md").is_file() and (tmp_path / "b.png").is_file()
+    assert "flow-baseline" in capsys.readouterr().out
