@@ -49,6 +49,11 @@ class NetConfig:
         corr_levels: correlation pyramid levels.
         corr_radius: look-up radius in cells.
         gru_iters: recurrent steps per pass.
+        init_from_matching: start the GRU from the field implied by the correlation
+            (soft-argmax of each rendered cell's row over the image cells) instead of 0.
+            Measured on this CPU: from 0, the field stayed at the zero-field error for
+            500+ steps while the matching loss was already falling; from the matching,
+            every gain in matching shows in the field at once.
     """
 
     feat_dim: int = 64
@@ -58,6 +63,7 @@ class NetConfig:
     corr_levels: int = 3
     corr_radius: int = 3
     gru_iters: int = 4
+    init_from_matching: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,7 +149,13 @@ class CorrespondenceNet(nn.Module):
             indexing="ij",
         )
         coords0 = torch.stack([xs, ys], dim=0)[None].expand(B, 2, hh, ww)
-        flow = torch.zeros_like(coords0)
+        if self.cfg.init_from_matching:
+            prob = torch.softmax(corr.pyramid[0].reshape(B, hh * ww, hh * ww), dim=-1)
+            grid = coords0[0].reshape(2, -1).t()  # (h*w, 2) image cell centres (x, y)
+            expected = (prob @ grid).transpose(1, 2).reshape(B, 2, hh, ww)
+            flow = expected - coords0
+        else:
+            flow = torch.zeros_like(coords0)
         flows, logits = [], []
         for _ in range(gru_iters or self.cfg.gru_iters):
             # The field is re-read at its own estimate each step but not differentiated

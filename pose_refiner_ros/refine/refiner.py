@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..geometry.crop import compute_crops, crop_images
-from ..geometry.lie import rotation_angle_deg
+from ..geometry.lie import rotation_angle_deg, transform_points
 from ..mesh.registry import ObjectRegistry
 from ..net.model import CorrespondenceNet
 from ..render.base import RenderMesh, make_renderer
@@ -51,6 +51,9 @@ class RefinerConfig:
         crop_margin: crop side over the projected extent of the object's bounding box.
         gru_iters: recurrent steps per network pass (``None``: the checkpoint's).
         use_depth: add depth residuals when a depth image is given.
+        depth_gate_diameters, depth_gate_m: a depth sample joins the solve only within
+            ``depth_gate_diameters * diameter + depth_gate_m`` of the point's depth at the
+            current pose.
         early_stop_deg, early_stop_mm: an object whose update is below both is done.
         min_score: results scoring below this are flagged ``diverged``.
         max_rotation_jump_deg: a refined rotation further than this from the initial one
@@ -69,6 +72,8 @@ class RefinerConfig:
     crop_margin: float = 1.4
     gru_iters: int | None = None
     use_depth: bool = True
+    depth_gate_diameters: float = 0.5
+    depth_gate_m: float = 0.03
     early_stop_deg: float = 0.05
     early_stop_mm: float = 0.2
     min_score: float = 0.15
@@ -338,7 +343,12 @@ class Refiner:
                 d_kw = {}
                 if depth_crop is not None:
                     d = sample_map(depth_crop, corr.uv_tgt, S, mode="nearest")[..., 0]
-                    d_kw = dict(depth_target_m=d, depth_weights=corr.weight * (d > 0))
+                    # Only depths near the object count: where the field is wrong the
+                    # sample is often background, which would drag the pose away.
+                    z_now = transform_points(T[idx], corr.pts_obj)[..., 2]
+                    gate = cfg.depth_gate_diameters * diam[idx, None] + cfg.depth_gate_m
+                    plausible = (d > 0) & ((d - z_now).abs() < gate)
+                    d_kw = dict(depth_target_m=d, depth_weights=corr.weight * plausible)
                 res = solve_pose(T[idx], corr.pts_obj, corr.uv_tgt, corr.weight, crop.K_crop,
                                  cfg.solver, **d_kw)
                 T_new = res.T_cam_obj

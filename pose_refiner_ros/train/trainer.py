@@ -328,7 +328,7 @@ class Trainer:
         meshes = [RenderMesh.from_object(m, dev) for m in vm]
         diam = torch.tensor([m.diameter_m for m in vm], device=dev)[idx]
         pts = torch.stack([torch.tensor(np.array(m.points_m[:256]), dtype=torch.float32) for m in vm]).to(dev)[idx]
-        syms = [torch.as_tensor(m.symmetries, dtype=torch.float32, device=dev) for m in vm]
+        syms = [torch.tensor(np.array(m.symmetries), dtype=torch.float32, device=dev) for m in vm]
 
         def errors(T_est):
             T_sym = closest_symmetric_gt(T_gt, T_est, [syms[i] for i in idx.tolist()])
