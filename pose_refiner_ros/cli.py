@@ -1,0 +1,62 @@
+"""The ``pose-refiner`` command: one subcommand per job (demo, training, evaluation, ...).
+
+Each subcommand is registered in ``_SUBCOMMANDS`` as ``name -> (help, "module:function")``.
+``function(subparsers, name, help)`` adds the subcommand's parser and sets its handler with
+``parser.set_defaults(handler=...)``; a handler takes the parsed namespace and returns the
+exit status. Modules are imported only when their subcommand is built, so ``--help`` and
+the light subcommands never import torch or ROS.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+import importlib
+import sys
+
+_SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("refine poses on the bundled demo data", "pose_refiner_ros.ros.demo:add_subcommand"),
+    "eval": ("the refinement test on a BOP or Pix3D dataset: every metric, BOP results CSV",
+             "pose_refiner_ros.evaluation.eval_dataset:add_subcommand"),
+    "eval-bag": ("refine every frame of a recorded ROS 2 bag offline: output bag and report",
+                 "pose_refiner_ros.evaluation.eval_bag:add_subcommand"),
+    "train": ("train or fine-tune the network on synthetic data from meshes",
+              "pose_refiner_ros.train.command:add_subcommand"),
+    "refine": ("refine object poses in one image file: JSON and overlay",
+               "pose_refiner_ros.refine.command:add_subcommand"),
+    "make-bag": ("write a ROS 2 bag with known answers, from synthetic scenes or a BOP dataset",
+                 "pose_refiner_ros.evaluation.make_bag:add_subcommand"),
+    "bench": ("benchmark every method on the held-out synthetic set: accuracy, time, scaling",
+              "pose_refiner_ros.bench.bench:add_subcommand"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser. Only ``command``'s module is imported; the other subcommands get
+    placeholder parsers that are enough for the top-level ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog="pose-refiner",
+        description="Learned correspondence-field 6D pose refinement (ROS 2).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, target) in _SUBCOMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=help_text)
+            continue
+        module_name, func_name = target.split(":")
+        getattr(importlib.import_module(module_name), func_name)(subparsers, name, help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pose-refiner``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in _SUBCOMMANDS:
+        command = None  # --help, or an unknown command: argparse reports it
+    args = build_parser(command).parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
