@@ -64,7 +64,8 @@ class TrainConfig:
         val_every, val_samples: validation cadence and size (held-out val meshes).
         ckpt_every: checkpoint cadence.
         seed: data and initialisation seed.
-        data_workers: DataLoader worker processes generating batches (0: in-process).
+        data_workers: DataLoader worker processes generating batches on the CPU (0:
+            in-process, rendering on the training device: the choice for a GPU).
         torch_threads: threads of the optimising process (0: torch's default). On a
             small shared CPU one thread each for data and optimisation beats two that
             contend (measured: 2 threads fell 5x behind under load).
@@ -139,15 +140,17 @@ class TrainStream(torch.utils.data.IterableDataset):
     Deterministic per (seed, rank, start step).
     """
 
-    def __init__(self, models, cfg: TrainConfig, syn_cfg, seed: int):
+    def __init__(self, models, cfg: TrainConfig, syn_cfg, seed: int, device="cpu"):
         self.models, self.cfg, self.syn_cfg, self.seed = models, cfg, syn_cfg, seed
+        self.device = torch.device(device)
 
     def __iter__(self):
         from ..data.synthetic import make_training_batch
 
-        torch.set_num_threads(1)
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)
         rng = np.random.default_rng(self.seed)
-        renderer = make_renderer("torch", "cpu")
+        renderer = make_renderer("torch", self.device)
         while True:
             syn = self.syn_cfg
             if rng.random() < self.cfg.small_perturbation_prob:
@@ -155,7 +158,7 @@ class TrainStream(torch.utils.data.IterableDataset):
                 syn = dataclasses.replace(syn, sigma_r_deg=syn.sigma_r_deg * s,
                                           sigma_t_m=tuple(x * s for x in syn.sigma_t_m))
             yield make_training_batch(self.models, rng, self.cfg.batch_size, self.cfg.crop_size,
-                                      syn, renderer)
+                                      syn, renderer, device=self.device)
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -280,9 +283,10 @@ class Trainer:
     def batches(self):
         """Endless training batches (a worker process when ``cfg.data_workers`` > 0)."""
         seed = self.cfg.seed + 1000 * self.rank + self.step
-        stream = TrainStream(self.models, self.cfg, self.syn_cfg, seed)
         if self.cfg.data_workers == 0:
-            return iter(stream)
+            # In-process: on a GPU the batches are rendered there too.
+            return iter(TrainStream(self.models, self.cfg, self.syn_cfg, seed, self.device))
+        stream = TrainStream(self.models, self.cfg, self.syn_cfg, seed)
         loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=self.cfg.data_workers,
                                              prefetch_factor=2, persistent_workers=True)
         return iter(loader)
