@@ -1,0 +1,177 @@
+"""The node's counters and their ``diagnostic_msgs/DiagnosticArray``.
+
+:class:`NodeStats` is pure Python and thread-safe (the subscription callbacks and the
+refinement worker both count into it). :func:`to_diagnostic_array` turns a snapshot into
+one ``DiagnosticStatus`` named ``pose_refiner: <fully qualified node name>`` whose key/values are:
+
+- ``rate.<input>_hz``: messages received per second over the last period, and
+  ``received.<input>``: since start-up, per input (``image``, ``camera_info``,
+  ``detections``, ``depth``, ``coarse_pose``);
+- ``frames.refined``, ``frames.tracked``, ``objects.refined``, ``objects.published``:
+  totals since start-up;
+- ``dropped.<why>``: frames dropped since start-up (``busy_detect`` / ``busy_track``:
+  replaced by a newer frame while the worker was busy; ``unmatched_<input>``: never
+  matched by stamp; ...);
+- ``rejected.<reason>``: inputs or objects skipped since start-up, by reason
+  (``unknown_class``, ``bad_pose``, ``wrong_frame``, ``bad_camera_info``,
+  ``size_mismatch``, ``bad_encoding``, ``bad_depth``, ``low_confidence``, ...);
+- ``latency_ms.mean`` / ``.p95`` / ``.last``: from the arrival of the message that
+  completed a frame (its image, detections or depth) to the publication of its results,
+  over the last 100 frames; ``refine_ms_per_object.mean``: the refiner's own time;
+- ``device``, ``mode``, ``model``.
+
+The level is WARN when something was rejected or dropped during the last period, or
+no camera info has been received yet; ERROR when the worker failed during the last
+period; OK otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+import threading
+import time
+
+INPUTS = ("image", "camera_info", "detections", "depth", "coarse_pose")
+
+
+class NodeStats:
+    """Counters of one node (thread-safe)."""
+
+    def __init__(self, latency_window: int = 100):
+        self._lock = threading.Lock()
+        self.received: Counter = Counter()
+        self.rejected: Counter = Counter()
+        self.dropped: Counter = Counter()
+        self.totals: Counter = Counter()
+        self.errors = 0
+        self._latency_ms: deque = deque(maxlen=latency_window)
+        self._refine_ms: deque = deque(maxlen=latency_window)
+        self._last = {
+            "received": Counter(),
+            "rejected": Counter(),
+            "dropped": Counter(),
+            "errors": 0,
+            "t": time.monotonic(),
+        }
+        self.info: dict = {}
+
+    def receive(self, name: str) -> None:
+        with self._lock:
+            self.received[name] += 1
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.rejected[reason] += n
+
+    def drop(self, why: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self.dropped[why] += n
+
+    def set_dropped(self, why: str, total: int) -> None:
+        """Set a drop counter kept elsewhere (e.g. by the synchronizer) to its total."""
+        with self._lock:
+            self.dropped[why] = total
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.totals[name] += n
+
+    def error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    def frame_done(self, latency_ms: float, refine_ms_per_object: float | None) -> None:
+        with self._lock:
+            self._latency_ms.append(latency_ms)
+            if refine_ms_per_object is not None:
+                self._refine_ms.append(refine_ms_per_object)
+
+    def snapshot(self) -> dict:
+        """Totals, plus rates and changes since the previous snapshot."""
+        with self._lock:
+            now = time.monotonic()
+            dt = max(now - self._last["t"], 1e-6)
+            rates = {n: (self.received[n] - self._last["received"][n]) / dt for n in INPUTS}
+            new_rejected = sum((self.rejected - self._last["rejected"]).values())
+            new_dropped = sum((self.dropped - self._last["dropped"]).values())
+            new_errors = self.errors - self._last["errors"]
+            lat = sorted(self._latency_ms)
+            snap = {
+                "rates": rates,
+                "received": dict(self.received),
+                "rejected": dict(self.rejected),
+                "dropped": dict(self.dropped),
+                "totals": dict(self.totals),
+                "errors": self.errors,
+                "new_rejected": new_rejected,
+                "new_dropped": new_dropped,
+                "new_errors": new_errors,
+                "latency_ms": {
+                    "mean": sum(lat) / len(lat) if lat else float("nan"),
+                    "p95": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan"),
+                    "last": self._latency_ms[-1] if lat else float("nan"),
+                },
+                "refine_ms_per_object": (
+                    sum(self._refine_ms) / len(self._refine_ms) if self._refine_ms else float("nan")
+                ),
+                "info": dict(self.info),
+            }
+            self._last = {
+                "received": Counter(self.received),
+                "rejected": Counter(self.rejected),
+                "dropped": Counter(self.dropped),
+                "errors": self.errors,
+                "t": now,
+            }
+            return snap
+
+
+def status_level(snap: dict) -> tuple[int, str]:
+    """``(level, message)``: 0 OK, 1 WARN, 2 ERROR (``DiagnosticStatus`` levels)."""
+    if snap["new_errors"]:
+        return 2, f"refinement failed {snap['new_errors']} time(s) in the last period; see the log"
+    if not snap["received"].get("camera_info"):
+        return 1, "no camera_info received yet"
+    problems = []
+    if snap["new_rejected"]:
+        problems.append(f"{snap['new_rejected']} input(s) rejected")
+    if snap["new_dropped"]:
+        problems.append(f"{snap['new_dropped']} frame(s) dropped")
+    if problems:
+        return 1, ", ".join(problems) + " in the last period"
+    return 0, "ok"
+
+
+def to_diagnostic_array(snap: dict, stamp, node_name: str):
+    """A ``diagnostic_msgs/DiagnosticArray`` of a :meth:`NodeStats.snapshot`."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    level, message = status_level(snap)
+    kv = []
+    for name, hz in snap["rates"].items():
+        kv.append((f"rate.{name}_hz", f"{hz:.2f}"))
+    for name in INPUTS:
+        kv.append((f"received.{name}", str(snap["received"].get(name, 0))))
+    for name, n in sorted(snap["totals"].items()):
+        kv.append((name, str(n)))
+    for why, n in sorted(snap["dropped"].items()):
+        kv.append((f"dropped.{why}", str(n)))
+    for reason, n in sorted(snap["rejected"].items()):
+        kv.append((f"rejected.{reason}", str(n)))
+    for k, v in snap["latency_ms"].items():
+        kv.append((f"latency_ms.{k}", f"{v:.1f}"))
+    kv.append(("refine_ms_per_object.mean", f"{snap['refine_ms_per_object']:.1f}"))
+    kv.append(("errors", str(snap["errors"])))
+    for k, v in sorted(snap["info"].items()):
+        kv.append((k, str(v)))
+    status = DiagnosticStatus(
+        level=bytes([level]),
+        name=f"pose_refiner: {node_name}",
+        message=message,
+        hardware_id=str(snap["info"].get("device", "")),
+        values=[KeyValue(key=k, value=v) for k, v in kv],
+    )
+    from std_msgs.msg import Header
+
+    return DiagnosticArray(header=Header(stamp=stamp), status=[status])

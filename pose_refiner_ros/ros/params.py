@@ -1,0 +1,327 @@
+"""The node's parameters, declared in ONE place.
+
+``PARAMS`` lists every parameter with its default, type, description, whether it can
+be changed while the node runs, and its validation; ``config/refiner.yaml`` sets the
+same names (a test keeps the two in step). :func:`declare` declares them on a node and
+returns a :class:`NodeParams`; :func:`validate` is what the node's set-parameters
+callback calls, so a bad value is refused with a reason both at start-up and later.
+
+Parameters marked ``read_only`` (files, device, mode) are fixed once the model is
+loaded: change them by restarting the node.
+
+The specification is pure Python; rclpy is imported only by :func:`declare`, so tests
+of the launch and config files need no ROS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+import math
+import re
+from typing import Any
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(v):
+        return None if v in choices else f"expected one of {list(choices)}, got {v!r}"
+
+    return check
+
+
+def _at_least(lo: float, integer: bool = False) -> Callable[[Any], str | None]:
+    def check(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"expected a finite number >= {lo}, got {v!r}"
+        return None if v >= lo else f"expected >= {lo}, got {v!r}"
+
+    return check
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
+    def check(v):
+        return None if lo <= v <= hi else f"expected a value in [{lo}, {hi}], got {v!r}"
+
+    return check
+
+
+def _device(v):
+    return None if _DEVICE_RE.match(v) else f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}"
+
+
+def _crop_size(v):
+    return None if v >= 32 and v % 8 == 0 else f"expected a multiple of 8 >= 32, got {v}"
+
+
+def _tf_prefix(v):
+    return (
+        None
+        if re.match(r"^[A-Za-z0-9_/]*$", v)
+        else (f"expected letters, digits, '_' or '/', got {v!r}")
+    )
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter.
+
+    Attributes:
+        name: the parameter name (as in ``config/refiner.yaml``).
+        default: default value; its Python type is the parameter's type.
+        description: one line for ``ros2 param describe`` and the README.
+        read_only: True when it cannot change after start-up.
+        check: returns None when a value is valid, else the reason it is not.
+    """
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "objects_yaml",
+        "models/demo/objects.yaml",
+        "objects YAML (class ids -> meshes); a relative path is looked up in the "
+        "working directory, then the package share directory, then the source tree",
+        read_only=True,
+    ),
+    ParamSpec(
+        "model_path",
+        "models/refiner.pt",
+        "refiner checkpoint (mode 'learned' / 'gcf-adam'); resolved like objects_yaml",
+        read_only=True,
+    ),
+    ParamSpec(
+        "mode",
+        "learned",
+        "'learned' (the network), 'flow' (training-free optical flow, no model needed) "
+        "or 'gcf-adam' (the paper's slow procedure)",
+        read_only=True,
+        check=_one_of("learned", "flow", "gcf-adam"),
+    ),
+    ParamSpec(
+        "device",
+        "auto",
+        "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'",
+        read_only=True,
+        check=_device,
+    ),
+    ParamSpec(
+        "iterations", 4, "render-and-compare iterations per frame, at most", check=_at_least(1)
+    ),
+    ParamSpec(
+        "crop_size", 128, "side of the zoom-in crop, pixels (multiple of 8)", check=_crop_size
+    ),
+    ParamSpec(
+        "confidence_threshold",
+        0.3,
+        "objects whose refinement scores below this (or diverged) are low confidence",
+        check=_between(0.0, 1.0),
+    ),
+    ParamSpec(
+        "low_confidence_action",
+        "drop",
+        "what happens to a low-confidence object: 'drop' (not published) or "
+        "'publish_coarse' (published with its coarse pose and its low score)",
+        check=_one_of("drop", "publish_coarse"),
+    ),
+    ParamSpec(
+        "target_class_id",
+        "",
+        "class published on refined_pose; empty: the highest-confidence object",
+    ),
+    ParamSpec(
+        "use_depth",
+        False,
+        "subscribe to 'depth' and refine with depth residuals (RGB-D); frames then "
+        "wait for a depth image with the image's stamp",
+        read_only=True,
+    ),
+    ParamSpec("publish_tf", True, "broadcast one TF frame per refined object"),
+    ParamSpec(
+        "tf_prefix",
+        "refined_",
+        "TF child frames are '<tf_prefix><class_id>_<k>' (see README)",
+        check=_tf_prefix,
+    ),
+    ParamSpec(
+        "sync_tolerance_s",
+        0.005,
+        "largest stamp difference between an image and its detections / depth, s",
+        check=_between(0.0, 1.0),
+    ),
+    ParamSpec(
+        "sync_queue_size",
+        10,
+        "messages of each input kept while waiting for a stamp match",
+        read_only=True,
+        check=_at_least(1),
+    ),
+    ParamSpec(
+        "max_objects",
+        10,
+        "objects refined per frame at most (the highest detection scores are kept)",
+        check=_at_least(1),
+    ),
+    ParamSpec(
+        "tracking",
+        False,
+        "refine the last refined poses on new images while no new detections arrive",
+    ),
+    ParamSpec(
+        "tracking_max_age_s",
+        2.0,
+        "tracking stops this long (image time) after the last detections; 0: never",
+        check=_at_least(0.0),
+    ),
+    ParamSpec(
+        "coarse_pose_class_id",
+        "",
+        "class id of the single object whose coarse pose comes on 'coarse_pose'",
+    ),
+    ParamSpec(
+        "diagnostics_period_s",
+        1.0,
+        "period of /diagnostics messages, s",
+        read_only=True,
+        check=_at_least(0.05),
+    ),
+)
+
+SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """The values of :data:`PARAMS` (see each one's description there)."""
+
+    objects_yaml: str
+    model_path: str
+    mode: str
+    device: str
+    iterations: int
+    crop_size: int
+    confidence_threshold: float
+    low_confidence_action: str
+    target_class_id: str
+    use_depth: bool
+    publish_tf: bool
+    tf_prefix: str
+    sync_tolerance_s: float
+    sync_queue_size: int
+    max_objects: int
+    tracking: bool
+    tracking_max_age_s: float
+    coarse_pose_class_id: str
+    diagnostics_period_s: float
+
+    @classmethod
+    def defaults(cls) -> NodeParams:
+        return cls(**{p.name: p.default for p in PARAMS})
+
+    def with_values(self, values: dict) -> NodeParams:
+        return replace(self, **values)
+
+
+assert [f.name for f in fields(NodeParams)] == [p.name for p in PARAMS], "keep them in step"
+
+
+def validate(name: str, value: Any, running: bool = False) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name``, or None when it is.
+
+    Args:
+        running: True for a change after start-up (``read_only`` ones are refused).
+    """
+    spec = SPECS.get(name)
+    if spec is None:
+        return None  # not ours (e.g. use_sim_time)
+    want = type(spec.default)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not want:
+        return (
+            f"parameter {name!r}: expected a {want.__name__}, got {type(value).__name__} {value!r}"
+        )
+    if running and spec.read_only:
+        return f"parameter {name!r} is fixed at start-up; restart the node to change it"
+    if spec.check is not None:
+        why = spec.check(value)
+        if why:
+            return f"parameter {name!r}: {why}"
+    return None
+
+
+def declare(node) -> NodeParams:
+    """Declare every parameter on ``node`` and return their values.
+
+    Raises:
+        ValueError: a value given at start-up (params file, command line) is invalid;
+            the message names the parameter and what was expected.
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    values = {}
+    for spec in PARAMS:
+        descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+        try:
+            value = node.declare_parameter(spec.name, spec.default, descriptor).value
+        except Exception as e:  # rclpy: a value of the wrong type in the params file
+            raise ValueError(
+                f"parameter {spec.name!r}: {e}; expected a "
+                f"{type(spec.default).__name__} like the default {spec.default!r}"
+            ) from None
+        why = validate(spec.name, value)
+        if why:
+            raise ValueError(f"{why} (set it in the params file or with -p {spec.name}:=...)")
+        values[spec.name] = float(value) if isinstance(spec.default, float) else value
+    return NodeParams(**values)
+
+
+def package_roots() -> list:
+    """Where bundled files (``config/``, ``models/``) are looked up, in order: the
+    package's share directory (a colcon or pip install) and the source tree."""
+    from pathlib import Path
+
+    roots = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        roots.append(Path(get_package_share_directory("pose_refiner_ros")))
+    except Exception:  # not installed in an ament prefix, or ament_index_python missing
+        pass
+    source = Path(__file__).resolve().parents[2]
+    if (source / "package.xml").is_file():
+        roots.append(source)
+    return roots
+
+
+def resolve_path(value: str, name: str):
+    """The file a path parameter names, as an absolute ``Path``.
+
+    An absolute path is taken as is; a relative one is looked up in the working
+    directory, then in each of :func:`package_roots`.
+
+    Raises:
+        FileNotFoundError: naming the parameter and every place looked in.
+    """
+    from pathlib import Path
+
+    if not value:
+        raise FileNotFoundError(f"parameter {name!r} is empty")
+    path = Path(value).expanduser()
+    candidates = (
+        [path] if path.is_absolute() else [Path.cwd() / path] + [r / path for r in package_roots()]
+    )
+    candidates = list(dict.fromkeys(c.resolve() for c in candidates))
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise FileNotFoundError(
+        f"parameter {name!r}: file {value!r} not found (looked in: "
+        f"{', '.join(str(c) for c in candidates)})"
+    )

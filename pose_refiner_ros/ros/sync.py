@@ -1,0 +1,241 @@
+"""Stamp matching of the node's inputs and the newest-wins hand-over to the worker.
+
+Pure Python (no ROS imports), so that it is tested with plain pytest.
+
+- :class:`StampBuffer`: a bounded buffer of ``(stamp_ns, item)``; the oldest entry falls
+  out when it is full (counted).
+- :class:`FrameSynchronizer`: matches an image with the detections (and, when asked
+  for, the depth image) carrying the same stamp within a tolerance. Nothing queues
+  without bound: each input has its own bounded buffer, and an entry older than a
+  matched frame can never be matched any more and is discarded (counted).
+- :class:`WorkQueue`: what the subscription callbacks hand to the refinement worker.
+  Two lanes, ``detect`` (frames with new detections) before ``track`` (images for
+  tracking mode); each lane holds one item and the newest wins: a put into a full lane
+  replaces its item, and the replaced one is counted as dropped.
+
+Stamps are integers in nanoseconds (``sec * 10**9 + nanosec``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+import threading
+from typing import Any
+
+
+def stamp_to_ns(sec: int, nanosec: int) -> int:
+    """A ROS ``builtin_interfaces/Time`` as integer nanoseconds."""
+    return int(sec) * 1_000_000_000 + int(nanosec)
+
+
+class StampBuffer:
+    """Bounded buffer of ``(stamp_ns, item)`` kept in arrival order.
+
+    Args:
+        maxlen: capacity (>= 1); adding to a full buffer evicts the oldest entry.
+    """
+
+    def __init__(self, maxlen: int):
+        if maxlen < 1:
+            raise ValueError(f"maxlen: expected >= 1, got {maxlen}")
+        self._entries: deque = deque()
+        self.maxlen = int(maxlen)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, stamp_ns: int, item: Any) -> list:
+        """Append; returns the entries evicted to stay within ``maxlen`` (oldest first)."""
+        self._entries.append((int(stamp_ns), item))
+        evicted = []
+        while len(self._entries) > self.maxlen:
+            evicted.append(self._entries.popleft())
+        return evicted
+
+    def find(self, stamp_ns: int, tolerance_ns: int):
+        """The entry closest to ``stamp_ns`` within ``tolerance_ns`` (ties: the newest),
+        as ``(stamp_ns, item)``, or None."""
+        best = None
+        for s, item in self._entries:
+            d = abs(s - stamp_ns)
+            if d <= tolerance_ns and (best is None or d <= abs(best[0] - stamp_ns)):
+                best = (s, item)
+        return best
+
+    def remove_through(self, stamp_ns: int) -> list:
+        """Remove and return every entry stamped ``<= stamp_ns``."""
+        removed = [e for e in self._entries if e[0] <= stamp_ns]
+        self._entries = deque(e for e in self._entries if e[0] > stamp_ns)
+        return removed
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+@dataclass(frozen=True)
+class MatchedFrame:
+    """Inputs that belong to one image.
+
+    Attributes:
+        stamp_ns: the image's stamp.
+        image: the image item as given to ``add_image``.
+        detections: the detections item, or None (a tracking frame).
+        depth: the depth item, or None.
+    """
+
+    stamp_ns: int
+    image: Any
+    detections: Any = None
+    depth: Any = None
+
+
+class FrameSynchronizer:
+    """Match images, detections and (optionally) depth images by stamp.
+
+    Args:
+        tolerance_ns: largest stamp difference of a match.
+        queue_size: capacity of each input's buffer.
+        use_depth: a frame also needs a depth image with a matching stamp.
+
+    ``add_*`` return the :class:`MatchedFrame` that the new message completed, or None.
+    ``unmatched`` maps an input name to how many of its messages were discarded without
+    ever being matched (evicted from a full buffer, or older than a matched frame);
+    images used by tracking (:meth:`mark_used`) do not count. Not thread-safe: share it
+    under a lock.
+    """
+
+    INPUTS = ("image", "detections", "depth")
+
+    def __init__(self, tolerance_ns: int, queue_size: int, use_depth: bool = False):
+        if tolerance_ns < 0:
+            raise ValueError(f"tolerance_ns: expected >= 0, got {tolerance_ns}")
+        self.tolerance_ns = int(tolerance_ns)
+        self.use_depth = bool(use_depth)
+        self._buffers = {name: StampBuffer(queue_size) for name in self.INPUTS}
+        self.unmatched = {name: 0 for name in self.INPUTS}
+        self._used: set = set()  # stamps of buffered images that tracking refined
+
+    def pending(self) -> dict:
+        """How many messages of each input wait for a match."""
+        return {n: len(b) for n, b in self._buffers.items()}
+
+    def add_image(self, stamp_ns: int, image: Any):
+        self._discard("image", self._buffers["image"].add(stamp_ns, image))
+        return self._try_match(stamp_ns)
+
+    def add_detections(self, stamp_ns: int, detections: Any):
+        self._discard("detections", self._buffers["detections"].add(stamp_ns, detections))
+        image = self._buffers["image"].find(stamp_ns, self.tolerance_ns)
+        return self._try_match(image[0]) if image else None
+
+    def add_depth(self, stamp_ns: int, depth: Any):
+        self._discard("depth", self._buffers["depth"].add(stamp_ns, depth))
+        image = self._buffers["image"].find(stamp_ns, self.tolerance_ns)
+        return self._try_match(image[0]) if image else None
+
+    def image_with_depth(self, stamp_ns: int):
+        """``(image, depth)`` of the buffered image stamped ``stamp_ns`` (depth None when
+        not matched or not used), or None when that image is no longer buffered."""
+        image = self._buffers["image"].find(stamp_ns, 0)
+        if image is None:
+            return None
+        depth = None
+        if self.use_depth:
+            d = self._buffers["depth"].find(stamp_ns, self.tolerance_ns)
+            depth = d[1] if d else None
+        return image[1], depth
+
+    def mark_used(self, stamp_ns: int) -> None:
+        """The buffered image stamped ``stamp_ns`` was refined (tracking): it stays
+        buffered for late detections, but is no longer counted when discarded."""
+        self._used.add(int(stamp_ns))
+
+    def set_tolerance(self, tolerance_ns: int) -> None:
+        self.tolerance_ns = int(tolerance_ns)
+
+    def _discard(self, name: str, entries: list) -> None:
+        for stamp, _ in entries:
+            if name == "image" and stamp in self._used:
+                self._used.discard(stamp)
+            else:
+                self.unmatched[name] += 1
+
+    def _try_match(self, image_stamp_ns: int):
+        image = self._buffers["image"].find(image_stamp_ns, 0)
+        if image is None:
+            return None
+        det = self._buffers["detections"].find(image_stamp_ns, self.tolerance_ns)
+        if det is None:
+            return None
+        depth = None
+        if self.use_depth:
+            depth = self._buffers["depth"].find(image_stamp_ns, self.tolerance_ns)
+            if depth is None:
+                return None
+        # The match is final: it and everything older can never be matched again.
+        for name, through, match in (
+            ("image", image_stamp_ns, image),
+            ("detections", det[0], det),
+            ("depth", depth[0] if depth else image_stamp_ns, depth),
+        ):
+            removed = self._buffers[name].remove_through(through)
+            self._discard(name, [e for e in removed if match is None or e[0] != match[0]])
+        self._used.discard(image_stamp_ns)
+        return MatchedFrame(image_stamp_ns, image[1], det[1], depth[1] if depth else None)
+
+
+class WorkQueue:
+    """Newest-wins hand-over from callbacks to one worker, with two priority lanes.
+
+    ``put(lane, item)`` stores ``item`` in ``lane`` (``"detect"`` or ``"track"``),
+    replacing (and counting in ``dropped[lane]``) an item not yet taken. ``take``
+    returns ``(lane, item)``, the ``detect`` lane first, waiting up to ``timeout``
+    seconds; ``(None, None)`` on time-out or after :meth:`close`. Thread-safe.
+    """
+
+    LANES = ("detect", "track")
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._items: dict = {lane: None for lane in self.LANES}
+        self.dropped = {lane: 0 for lane in self.LANES}
+        self.closed = False
+
+    def put(self, lane: str, item: Any) -> bool:
+        """Store ``item``; returns True when it replaced an item that was not taken."""
+        if lane not in self._items:
+            raise ValueError(f"lane: expected one of {self.LANES}, got {lane!r}")
+        with self._cv:
+            replaced = self._items[lane] is not None
+            if replaced:
+                self.dropped[lane] += 1
+            self._items[lane] = item
+            self._cv.notify_all()
+            return replaced
+
+    def discard(self, lane: str) -> bool:
+        """Remove the item of ``lane`` without counting a drop; True if there was one."""
+        with self._cv:
+            had = self._items[lane] is not None
+            self._items[lane] = None
+            return had
+
+    def take(self, timeout: float | None = None):
+        with self._cv:
+            self._cv.wait_for(
+                lambda: self.closed or any(v is not None for v in self._items.values()),
+                timeout=timeout,
+            )
+            if self.closed:
+                return None, None
+            for lane in self.LANES:
+                if self._items[lane] is not None:
+                    item, self._items[lane] = self._items[lane], None
+                    return lane, item
+            return None, None
+
+    def close(self) -> None:
+        with self._cv:
+            self.closed = True
+            self._cv.notify_all()

@@ -1,0 +1,282 @@
+"""Drive a running ``refiner_node`` process over the real middleware (for the node tests).
+
+:func:`start_node` starts the node executable exactly as ``launch/refiner.launch.py``
+does (``--params-file config/refiner.yaml``, a node name, a namespace, parameter
+overrides and input remappings); :class:`Peer` is the test's own ROS node, in the test
+process: it publishes inputs and records every output by stamp.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import subprocess
+import threading
+import time
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS_FILE = ROOT / "config" / "refiner.yaml"
+FRAME_ID = "test_camera_optical_frame"
+CLASSES = ("mug", "compound", "lshape", "box")
+
+
+def node_command(namespace: str, overrides: dict, remap: dict | None = None) -> list:
+    """``refiner_node --ros-args ...`` as the launch file builds it."""
+    from pose_refiner_ros.ros.demo import node_command as executable
+
+    cmd = executable() + [
+        "--ros-args",
+        "-r",
+        "__node:=pose_refiner",
+        "-r",
+        f"__ns:=/{namespace}",
+        "--params-file",
+        str(PARAMS_FILE),
+    ]
+    for k, v in overrides.items():
+        cmd += ["-p", f"{k}:={v}"]
+    for k, v in (remap or {}).items():
+        cmd += ["-r", f"{k}:={v}"]
+    return cmd
+
+
+def start_node(namespace: str, overrides: dict, env: dict, log_path: Path, remap=None):
+    log = open(log_path, "w")
+    return subprocess.Popen(
+        node_command(namespace, overrides, remap),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
+def stop_node(proc, timeout: float = 15.0) -> int:
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def header(stamp_ns: int, frame_id: str = FRAME_ID):
+    from std_msgs.msg import Header
+
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return h
+
+
+class Peer:
+    """The test's ROS node: publishers of the node's inputs, recorders of its outputs."""
+
+    def __init__(self, context, namespace: str):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseArray, PoseStamped
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+        from tf2_msgs.msg import TFMessage
+        from vision_msgs.msg import Detection3DArray
+
+        self.ns = f"/{namespace}"
+        self.node = rclpy.create_node(f"test_peer_{namespace}", context=context)
+        q = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        n = self.node
+        from rclpy.qos import qos_profile_sensor_data as sensor
+
+        self.pub = {
+            "image": n.create_publisher(Image, f"{self.ns}/image", sensor),
+            "camera_info": n.create_publisher(CameraInfo, f"{self.ns}/camera_info", sensor),
+            "detections": n.create_publisher(Detection3DArray, f"{self.ns}/detections", q),
+            "depth": n.create_publisher(Image, f"{self.ns}/depth", sensor),
+            "coarse_pose": n.create_publisher(PoseStamped, f"{self.ns}/coarse_pose", q),
+        }
+        self.lock = threading.Lock()
+        self.outputs: dict = {}  # kind -> {stamp_ns: [msgs]}
+        self.diagnostics = None
+        for kind, typ, topic in (
+            ("pose", PoseStamped, "refined_pose"),
+            ("detections", Detection3DArray, "refined_detections"),
+            ("poses", PoseArray, "refined_poses"),
+        ):
+            n.create_subscription(typ, f"{self.ns}/{topic}", self._recorder(kind), q)
+        n.create_subscription(TFMessage, "/tf", self._on_tf, QoSProfile(depth=100))
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, q)
+        self._debug_sub = None
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(n)
+        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin.start()
+
+    def _recorder(self, kind):
+        def cb(msg):
+            s = msg.header.stamp
+            with self.lock:
+                self.outputs.setdefault(kind, {}).setdefault(s.sec * 10**9 + s.nanosec, []).append(
+                    msg
+                )
+
+        return cb
+
+    def _on_tf(self, msg):
+        with self.lock:
+            for t in msg.transforms:
+                s = t.header.stamp
+                self.outputs.setdefault("tf", {}).setdefault(s.sec * 10**9 + s.nanosec, []).append(
+                    t
+                )
+
+    def _on_diag(self, msg):
+        for st in msg.status:
+            if st.name == f"pose_refiner: {self.ns}/pose_refiner":
+                with self.lock:
+                    self.diagnostics = {kv.key: kv.value for kv in st.values}
+
+    def subscribe_debug(self):
+        from rclpy.qos import QoSProfile
+        from sensor_msgs.msg import Image
+
+        self._debug_sub = self.node.create_subscription(
+            Image, f"{self.ns}/debug_image", self._recorder("debug"), QoSProfile(depth=5)
+        )
+
+    def unsubscribe_debug(self):
+        if self._debug_sub is not None:
+            self.node.destroy_subscription(self._debug_sub)
+            self._debug_sub = None
+
+    def wait_connected(self, proc, timeout: float = 90.0, depth: bool = False) -> None:
+        """Until the node subscribes to our inputs and publishes its outputs."""
+        needed = ["image", "camera_info", "detections", "coarse_pose"] + (
+            ["depth"] if depth else []
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the node exited with code {proc.returncode}")
+            if (
+                all(self.pub[k].get_subscription_count() > 0 for k in needed)
+                and self.node.count_publishers(f"{self.ns}/refined_detections") > 0
+                and self.diagnostics is not None
+            ):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("the node did not come up")
+
+    # -- inputs ----------------------------------------------------------------------------
+    def send_camera_info(self, K, width, height, stamp_ns=0, frame_id=FRAME_ID):
+        from pose_refiner_ros.ros import conversions as conv
+
+        self.pub["camera_info"].publish(
+            conv.make_camera_info(K, width, height, header(stamp_ns, frame_id))
+        )
+
+    def send_frame(self, stamp_ns, image_rgb, K, objects, depth_m=None, frame_id=FRAME_ID):
+        """camera_info, image (rgb8), detections of ``(class_id, T_cam_obj, score)``, depth."""
+        from pose_refiner_ros.ros import conversions as conv
+
+        h = header(stamp_ns, frame_id)
+        H, W = image_rgb.shape[:2]
+        self.pub["camera_info"].publish(conv.make_camera_info(K, W, H, h))
+        if depth_m is not None:
+            self.pub["depth"].publish(conv.depth_m_to_image(depth_m, h))
+        self.pub["image"].publish(conv.rgb_to_image(image_rgb, h))
+        if objects is not None:
+            self.pub["detections"].publish(conv.make_coarse_detections(h, objects))
+
+    # -- outputs ---------------------------------------------------------------------------
+    def wait_for(self, kind: str, stamp_ns: int, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                got = self.outputs.get(kind, {}).get(stamp_ns)
+            if got:
+                return got
+            time.sleep(0.01)
+        raise TimeoutError(f"no {kind} output stamped {stamp_ns} within {timeout} s")
+
+    def get(self, kind: str, stamp_ns: int) -> list:
+        with self.lock:
+            return list(self.outputs.get(kind, {}).get(stamp_ns, []))
+
+    def diag(self, key: str, default=0.0) -> float:
+        with self.lock:
+            d = self.diagnostics or {}
+        return float(d.get(key, default))
+
+    def wait_diag(self, key: str, above: float, timeout: float = 20.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = self.diag(key)
+            if v > above:
+                return v
+            time.sleep(0.05)
+        raise TimeoutError(
+            f"diagnostics {key} did not exceed {above} within {timeout} s "
+            f"(last: {self.diagnostics})"
+        )
+
+    def set_parameters(self, **values) -> None:
+        """Set parameters of the node through its set_parameters service."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        client = self.node.create_client(SetParameters, f"{self.ns}/pose_refiner/set_parameters")
+        try:
+            assert client.wait_for_service(timeout_sec=20.0), "set_parameters service not available"
+            req = SetParameters.Request()
+            for name, v in values.items():
+                pv = ParameterValue()
+                if isinstance(v, bool):
+                    pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, v
+                elif isinstance(v, int):
+                    pv.type, pv.integer_value = ParameterType.PARAMETER_INTEGER, v
+                elif isinstance(v, float):
+                    pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, v
+                else:
+                    pv.type, pv.string_value = ParameterType.PARAMETER_STRING, str(v)
+                req.parameters.append(Parameter(name=name, value=pv))
+            future = client.call_async(req)
+            deadline = time.monotonic() + 20.0
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert future.done(), "set_parameters timed out"
+            self.last_set_results = [(r.successful, r.reason) for r in future.result().results]
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def env_for_ros() -> dict:
+    from ros_helpers import isolate_ros_env
+
+    env = isolate_ros_env(dict(os.environ))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def errors(model, T_est, T_gt) -> tuple[float, float, float]:
+    """(rotation deg, translation mm, ADD / diameter) of one estimate."""
+    from pose_refiner_ros.ros.demo import object_errors
+
+    e = object_errors(model, T_est, T_gt)
+    return e["rot_deg"], e["trans_mm"], e["add_d"]
+
+
+def pose_of(msg) -> np.ndarray:
+    from pose_refiner_ros.ros import conversions as conv
+
+    return conv.pose_to_matrix(msg)

@@ -1,0 +1,42 @@
+"""Shared helpers of the node tests.
+
+Tests that need rclpy and the message packages call :func:`require_ros`: without them
+the test is skipped, unless ``POSE_REFINER_REQUIRE_ROS=1`` (set by ``make test``), in
+which case it fails.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+
+ROS_MODULES = (
+    "rclpy",
+    "sensor_msgs.msg",
+    "geometry_msgs.msg",
+    "diagnostic_msgs.msg",
+    "tf2_msgs.msg",
+    "vision_msgs.msg",
+)
+
+
+def require_ros() -> None:
+    """Skip (or fail under ``make test``) when rclpy or a message package is missing."""
+    try:
+        for name in ROS_MODULES:
+            importlib.import_module(name)
+    except ImportError as exc:
+        if os.environ.get("POSE_REFINER_REQUIRE_ROS") == "1":
+            raise
+        pytest.skip(f"ROS 2 Python packages missing ({exc}); run `make test`")
+
+
+def isolate_ros_env(env: dict) -> dict:
+    """A domain id of this test session's own, localhost-only discovery, and the Fast
+    DDS profile that lets best-effort camera images through (see
+    ``pose_refiner_ros.ros.demo.FASTDDS_LARGE_DATA_PROFILE``)."""
+    from pose_refiner_ros.ros.demo import ros_env
+
+    return ros_env(base={**env, "ROS_DOMAIN_ID": str(101 + os.getpid() % 100)})

@@ -1,0 +1,135 @@
+"""Stamp matching and the newest-wins work queue (pure Python, no ROS)."""
+
+import threading
+import time
+
+import pytest
+
+from pose_refiner_ros.ros.sync import FrameSynchronizer, StampBuffer, WorkQueue, stamp_to_ns
+
+MS = 1_000_000
+
+
+def test_stamp_to_ns():
+    assert stamp_to_ns(3, 5) == 3_000_000_005
+
+
+def test_stamp_buffer_is_bounded_and_returns_what_it_evicts():
+    b = StampBuffer(3)
+    evicted = [b.add(s, f"item{s}") for s in range(5)]
+    assert len(b) == 3 and evicted == [[], [], [], [(0, "item0")], [(1, "item1")]]
+    assert b.find(0, 0) is None and b.find(4, 0) == (4, "item4")
+    assert b.remove_through(3) == [(2, "item2"), (3, "item3")] and len(b) == 1
+    assert b.find(6, 2) == (4, "item4") and b.find(7, 2) is None
+    with pytest.raises(ValueError, match="maxlen"):
+        StampBuffer(0)
+
+
+def test_match_in_either_order():
+    sync = FrameSynchronizer(tolerance_ns=0, queue_size=5)
+    assert sync.add_image(10, "img10") is None
+    f = sync.add_detections(10, "det10")
+    assert (f.stamp_ns, f.image, f.detections, f.depth) == (10, "img10", "det10", None)
+    assert sync.add_detections(20, "det20") is None
+    f = sync.add_image(20, "img20")
+    assert (f.image, f.detections) == ("img20", "det20")
+    assert sync.pending() == {"image": 0, "detections": 0, "depth": 0}
+
+
+def test_tolerance():
+    sync = FrameSynchronizer(tolerance_ns=2 * MS, queue_size=5)
+    sync.add_image(100 * MS, "a")
+    assert sync.add_detections(103 * MS, "far") is None
+    f = sync.add_detections(101 * MS, "near")
+    assert f.detections == "near" and f.stamp_ns == 100 * MS
+
+
+def test_older_unmatched_messages_are_discarded_and_counted():
+    sync = FrameSynchronizer(tolerance_ns=0, queue_size=10)
+    for s in (1, 2, 3):
+        sync.add_image(s, s)
+    sync.add_detections(0, "orphan")  # older than every image: never matched
+    f = sync.add_detections(3, "d3")
+    assert f.image == 3
+    assert sync.unmatched == {"image": 2, "detections": 1, "depth": 0}
+    assert sync.pending() == {"image": 0, "detections": 0, "depth": 0}
+
+
+def test_buffers_never_grow_without_bound():
+    sync = FrameSynchronizer(tolerance_ns=0, queue_size=4)
+    for s in range(100):
+        sync.add_image(2 * s, s)  # images whose detections never come
+        sync.add_detections(2 * s + 1, s)  # detections of images that never come
+    assert max(sync.pending().values()) <= 4
+    assert sync.unmatched["image"] == 96 and sync.unmatched["detections"] == 96
+
+
+def test_depth_required_when_used():
+    sync = FrameSynchronizer(tolerance_ns=0, queue_size=5, use_depth=True)
+    sync.add_image(7, "img")
+    assert sync.add_detections(7, "det") is None
+    f = sync.add_depth(7, "depth")
+    assert (f.image, f.detections, f.depth) == ("img", "det", "depth")
+    sync.add_depth(8, "d8")
+    sync.add_detections(8, "det8")
+    f = sync.add_image(8, "img8")
+    assert f.depth == "d8"
+
+
+def test_images_used_by_tracking_are_not_counted_as_unmatched():
+    sync = FrameSynchronizer(tolerance_ns=0, queue_size=2)
+    for s in range(5):
+        sync.add_image(s, s)
+        sync.mark_used(s)
+    assert sync.unmatched["image"] == 0 and sync.pending()["image"] == 2
+    sync.add_image(5, 5)  # not used: evicted later, counted
+    sync.add_image(6, 6)
+    sync.add_image(7, 7)
+    assert sync.unmatched["image"] == 1
+    f = sync.add_detections(7, "late")  # late detections still match a buffered image
+    assert f.image == 7
+
+
+def test_image_with_depth_for_tracking():
+    sync = FrameSynchronizer(tolerance_ns=0, queue_size=5, use_depth=True)
+    sync.add_image(5, "img")
+    assert sync.image_with_depth(5) == ("img", None)
+    sync.add_depth(5, "dep")
+    assert sync.image_with_depth(5) == ("img", "dep")
+    assert sync.image_with_depth(6) is None
+
+
+def test_work_queue_newest_wins_and_counts_drops():
+    q = WorkQueue()
+    assert not q.put("detect", 1)
+    assert q.put("detect", 2)
+    q.put("track", "t1")
+    assert q.put("track", "t2")
+    assert q.dropped == {"detect": 1, "track": 1}
+    assert q.take(0) == ("detect", 2)  # detections before tracking
+    assert q.take(0) == ("track", "t2")
+    assert q.take(0) == (None, None)
+    with pytest.raises(ValueError, match="lane"):
+        q.put("other", 1)
+
+
+def test_work_queue_wakes_a_waiting_worker_and_closes():
+    q = WorkQueue()
+    got = []
+
+    def worker():
+        while True:
+            lane, item = q.take(timeout=5)
+            if q.closed:
+                return
+            got.append(item)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    q.put("detect", "x")
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    q.close()
+    t.join(5)
+    assert got == ["x"] and not t.is_alive()
