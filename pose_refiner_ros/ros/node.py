@@ -212,6 +212,7 @@ class RefinerNode(Node):
                 crop_size=p.crop_size,
                 use_depth=p.use_depth,
                 device=p.device,
+                cpu_threads=p.cpu_threads,
             )
         except ValueError as e:
             raise StartupError(f"invalid refiner settings: {e}") from None

@@ -112,6 +112,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         check=_device,
     ),
     ParamSpec(
+        "cpu_threads",
+        1,
+        "torch CPU threads for refinement (0: torch's default, one per core); 1 is fastest "
+        "on a small CPU shared with other nodes",
+        read_only=True,
+        check=_at_least(0),
+    ),
+    ParamSpec(
         "iterations", 4, "render-and-compare iterations per frame, at most", check=_at_least(1)
     ),
     ParamSpec(
@@ -204,6 +212,7 @@ class NodeParams:
     model_path: str
     mode: str
     device: str
+    cpu_threads: int
     iterations: int
     crop_size: int
     confidence_threshold: float

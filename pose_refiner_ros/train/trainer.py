@@ -71,6 +71,8 @@ class TrainConfig:
             contend (measured: 2 threads fell 5x behind under load).
         device: ``auto``, ``cpu``, ``cuda[:N]``.
         amp: mixed precision (CUDA only).
+        synthetic: overrides of ``data.synthetic.SyntheticConfig`` (augmentation,
+            texture and clutter probabilities, image and pose ranges).
         net: network architecture.
         loss: loss weights.
         solver: the differentiable solve used by the pose loss.
@@ -100,6 +102,7 @@ class TrainConfig:
     torch_threads: int = 1
     device: str = "auto"
     amp: bool = True
+    synthetic: dict = field(default_factory=dict)
     net: NetConfig = field(default_factory=NetConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(iterations=3))
@@ -193,7 +196,7 @@ class Trainer:
 
             self.models = list(ObjectRegistry.from_yaml(cfg.objects_yaml).models) + self.models
         self.val_models = procedural_models("val", cfg.n_val_meshes, seed=cfg.seed)
-        self.syn_cfg = SyntheticConfig()
+        self.syn_cfg = SyntheticConfig.from_dict(dict(cfg.synthetic))
         self.renderer = make_renderer("auto", self.device)
         self.meshes = [RenderMesh.from_object(m, self.device) for m in self.models]
         self.grey_meshes = [dataclasses.replace(m, vert_colors=torch.full_like(m.vert_colors, 0.7))
