@@ -38,13 +38,14 @@ import argparse
 from dataclasses import asdict, dataclass, field, replace
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 import sys
 import time
 
 import numpy as np
+
+from ..evaluation.report import json_ready
 
 __all__ = ["METHODS", "BenchConfig", "run_benchmark", "write_outputs", "add_subcommand"]
 
@@ -254,26 +255,7 @@ def run_benchmark(cfg: BenchConfig, model_path: str | os.PathLike | None = None,
         "acceptance": acceptance(records),
     }
     record["meta"]["elapsed_s"] = time.perf_counter() - t_start
-    return _json_ready(record)
-
-
-def _json_ready(x):
-    """Plain JSON types; non-finite floats become None."""
-    if isinstance(x, dict):
-        return {str(k): _json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_ready(v) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.ndarray):
-        return _json_ready(x.tolist())
-    if x is None or isinstance(x, str):
-        return x
-    return str(x)  # Paths, and anything a checkpoint's meta may hold
+    return json_ready(record)
 
 
 def _write_atomic(path: Path, text: str) -> None:

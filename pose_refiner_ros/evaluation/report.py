@@ -240,7 +240,7 @@ class Evaluation:
         out["metrics"] = M.compare(self._init, self._ref) if self._ref else None
         if self._scores:
             out["score"] = {"median": _pct(self._scores, 50), "min": float(min(self._scores))}
-        return _clean_nested(out)
+        return json_ready(out)
 
     # -- writing -------------------------------------------------------------------------
     def discard(self) -> None:
@@ -257,7 +257,7 @@ class Evaluation:
             plot_files = self._plots() if plots else {}
             tmp = self.out_dir / ".report.json.partial"
             with open(tmp, "w") as f:  # streamed: the objects are not held in memory
-                head = json.dumps({"meta": _clean_nested(meta), "summary": summary}, indent=1,
+                head = json.dumps({"meta": json_ready(meta), "summary": summary}, indent=1,
                                   allow_nan=False)
                 f.write(head[: head.rindex("}")].rstrip() + ',\n "objects": [\n')
                 with open(self._jsonl_path) as src:
@@ -442,20 +442,24 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _clean_nested(x):
+def json_ready(x):
+    """Plain JSON types, recursively: numpy scalars and arrays become Python ones,
+    non-finite floats become None, anything else (paths, ...) its string."""
     if isinstance(x, dict):
-        return {str(k): _clean_nested(v) for k, v in x.items()}
+        return {str(k): json_ready(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean_nested(v) for v in x]
+        return [json_ready(v) for v in x]
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
         return int(x)
     if isinstance(x, (float, np.floating)):
         return float(x) if math.isfinite(x) else None
-    if isinstance(x, Path):
-        return str(x)
-    return x
+    if isinstance(x, np.ndarray):
+        return json_ready(x.tolist())
+    if x is None or isinstance(x, str):
+        return x
+    return str(x)
 
 
 def format_summary(summary: dict, out_dir: Path) -> str:
