@@ -292,7 +292,7 @@ class Refiner:
         t_start = time.perf_counter()
         img = as_image_tensor(image, self.device)
         H, W = img.shape[-2:]
-        K_np = np.asarray(K, dtype=np.float64)
+        K_np = np.array(K, dtype=np.float64)  # a copy: the caller's array may be read-only
         if K_np.shape != (3, 3) or not np.all(np.isfinite(K_np)) or K_np[0, 0] <= 0 or K_np[1, 1] <= 0:
             raise ValueError(f"K: expected finite (3, 3) intrinsics with positive focal lengths, got {K_np.tolist()}")
         class_ids = [c for c, _ in objects]
