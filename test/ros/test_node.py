@@ -245,7 +245,7 @@ def test_tracking_refines_new_images_without_detections(session):
             if MODE == "learned":
                 b, a = _mean_add(registry, frame, det)
                 assert a < 0.8 * b, (b, a)  # still much better than the coarse poses
-        assert peer.diag("frames.tracked") >= tracked0 + 1
+        assert peer.wait_diag("frames.tracked", above=tracked0) >= tracked0 + 1
     finally:
         peer.set_parameters(tracking=False)
     # tracking off: an image without detections gives nothing
