@@ -198,25 +198,19 @@ def load_registry(spec: str | os.PathLike):
 
 
 def build_refiner(params, registry):
-    """The :class:`Refiner` the node builds from ``params`` (``RefinerNode._load_refiner``).
+    """The :class:`Refiner` the node builds from ``params`` (``ros.params.refiner_from_params``).
 
-    Raises:
-        FileNotFoundError: the model file (mode ``learned`` / ``gcf-adam``) is missing.
+    Returns (refiner, model file or None). Raises FileNotFoundError when the mode needs a
+    model file that is missing.
     """
-    from ..refine.refiner import Refiner, RefinerConfig
-    from ..ros.params import resolve_path
+    from ..ros.params import refiner_from_params
 
-    cfg = RefinerConfig(mode=params.mode, iterations=params.iterations,
-                        crop_size=params.crop_size, use_depth=params.use_depth,
-                        device=params.device)
-    if params.mode == "flow":
-        return Refiner(registry, cfg), None
     try:
-        model = resolve_path(params.model_path, "model_path")
+        refiner, model, _ = refiner_from_params(params, registry)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}; pass --model PATH, or --mode flow to refine without a "
                                 "trained model") from None
-    return Refiner.from_checkpoint(model, registry, cfg), model
+    return refiner, model
 
 
 def tf_frame_name(prefix: str, class_id: str, k: int) -> str:
@@ -559,7 +553,7 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
                    help="objects YAML (class ids -> meshes), or bop:MODELS_DIR")
     p.add_argument("--out", required=True, help="output directory (created)")
     p.add_argument("--model", help="refiner checkpoint (node parameter model_path)")
-    p.add_argument("--mode", choices=("learned", "flow", "gcf-adam"),
+    p.add_argument("--mode", choices=("auto", "learned", "flow", "gcf-adam"),
                    help="refinement mode (node parameter mode; flow needs no model)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--params", help="the node's ROS params file (default: its defaults, "

@@ -320,7 +320,7 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
     p.add_argument("--max-images", type=int, help="evaluate at most this many images")
     p.add_argument("--obj-ids", type=int, nargs="+", help="BOP objects to evaluate")
     p.add_argument("--model", help="refiner checkpoint (node parameter model_path)")
-    p.add_argument("--mode", choices=("learned", "flow", "gcf-adam"))
+    p.add_argument("--mode", choices=("auto", "learned", "flow", "gcf-adam"))
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--params", help="the node's ROS params file")
     p.add_argument("--iterations", type=int)

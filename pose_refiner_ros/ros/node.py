@@ -52,7 +52,7 @@ from vision_msgs.msg import Detection3DArray
 
 from . import conversions as conv
 from .diagnostics import NodeStats, to_diagnostic_array
-from .params import NodeParams, declare, resolve_path, validate
+from .params import NodeParams, declare, refiner_from_params, resolve_path, validate
 from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, stamp_to_ns
 
 #: Outputs: reliable (matches reliable and best-effort subscribers), keep last 10.
@@ -128,7 +128,7 @@ class RefinerNode(Node):
         self.stats = NodeStats()
         self.stats.info.update(
             device=str(self.refiner.device),
-            mode=p.mode,
+            mode=self.mode,
             model=self._model_file or "(none: mode flow)",
             objects_yaml=self._objects_file,
         )
@@ -173,7 +173,7 @@ class RefinerNode(Node):
         self._worker = threading.Thread(target=self._work_loop, name="refiner_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: mode {p.mode} on {self.refiner.device}, "
+            f"ready: mode {self.mode} on {self.refiner.device}, "
             f"{len(self.registry.class_ids)} object(s) "
             f"from {self._objects_file}"
             + (f", model {self._model_file}" if self._model_file else "")
@@ -183,7 +183,6 @@ class RefinerNode(Node):
     # -- start-up --------------------------------------------------------------------------
     def _load_refiner(self) -> None:
         from ..mesh.registry import ObjectRegistry
-        from ..refine.refiner import Refiner, RefinerConfig
 
         p = self.params
         try:
@@ -206,38 +205,26 @@ class RefinerNode(Node):
             )
 
         try:
-            cfg = RefinerConfig(
-                mode=p.mode,
-                iterations=p.iterations,
-                crop_size=p.crop_size,
-                use_depth=p.use_depth,
-                device=p.device,
-                cpu_threads=p.cpu_threads,
-            )
-        except ValueError as e:
-            raise StartupError(f"invalid refiner settings: {e}") from None
-        self._model_file = None
-        if p.mode == "flow":
-            try:
-                self.refiner = Refiner(self.registry, cfg)
-            except ValueError as e:
-                raise StartupError(str(e)) from None
-            return
-        try:
-            model = resolve_path(p.model_path, "model_path")
+            self.refiner, model, self.mode = refiner_from_params(p, self.registry)
         except FileNotFoundError as e:
             raise StartupError(
                 f"{e}; train a model (`pose-refiner train`, see README), point the "
-                "parameter model_path at a checkpoint, or set mode:=flow to refine "
+                "parameter model_path at a checkpoint, or set mode:=flow (or auto) to refine "
                 "without a trained model"
             ) from None
-        self._model_file = str(model)
-        try:
-            self.refiner = Refiner.from_checkpoint(model, self.registry, cfg)
+        except ValueError as e:
+            raise StartupError(f"invalid refiner settings: {e}") from None
         except Exception as e:
             raise StartupError(
-                f"model {model} (parameter model_path) could not be loaded: {e}"
+                f"model {p.model_path} (parameter model_path) could not be loaded: {e}"
             ) from None
+        self._model_file = str(model) if model is not None else None
+        if p.mode == "auto" and model is None:
+            self.get_logger().warning(
+                f"mode auto: no trained model at {p.model_path}; refining with the "
+                "training-free optical flow (less accurate). Train one (`pose-refiner train`) "
+                "or set model_path."
+            )
 
     # -- helpers ---------------------------------------------------------------------------
     def _warn(self, reason: str, message: str) -> None:

@@ -98,11 +98,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "mode",
-        "learned",
-        "'learned' (the network), 'flow' (training-free optical flow, no model needed) "
-        "or 'gcf-adam' (the paper's slow procedure)",
+        "auto",
+        "'auto' ('learned' when model_path exists, else 'flow' with a warning), 'learned' "
+        "(the network), 'flow' (training-free optical flow, no model needed) or 'gcf-adam' "
+        "(the paper's slow procedure)",
         read_only=True,
-        check=_one_of("learned", "flow", "gcf-adam"),
+        check=_one_of("auto", "learned", "flow", "gcf-adam"),
     ),
     ParamSpec(
         "device",
@@ -334,3 +335,37 @@ def resolve_path(value: str, name: str):
         f"parameter {name!r}: file {value!r} not found (looked in: "
         f"{', '.join(str(c) for c in candidates)})"
     )
+
+
+def refiner_from_params(params, registry):
+    """Build the :class:`~pose_refiner_ros.refine.refiner.Refiner` that ``params`` describe.
+
+    One implementation for the node and for ``pose-refiner eval-bag``, so that offline
+    evaluation runs exactly what the node runs. Mode ``auto`` is ``learned`` when
+    ``model_path`` resolves to a file, else ``flow``.
+
+    Returns:
+        (refiner, model file or None, the mode that runs).
+
+    Raises:
+        FileNotFoundError: mode ``learned`` / ``gcf-adam`` and no model file.
+        ValueError: invalid settings (the message names them).
+    """
+    from ..refine.refiner import Refiner, RefinerConfig
+
+    mode = params.mode
+    model = None
+    if mode != "flow":
+        try:
+            model = resolve_path(params.model_path, "model_path")
+        except FileNotFoundError:
+            if mode != "auto":
+                raise
+        if mode == "auto":
+            mode = "learned" if model is not None else "flow"
+    cfg = RefinerConfig(mode=mode, iterations=params.iterations, crop_size=params.crop_size,
+                        use_depth=params.use_depth, device=params.device,
+                        cpu_threads=params.cpu_threads)
+    if mode == "flow":
+        return Refiner(registry, cfg), None, mode
+    return Refiner.from_checkpoint(model, registry, cfg), model, mode
