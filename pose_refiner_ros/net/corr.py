@@ -22,12 +22,14 @@ class CorrPyramid:
         radius: look-up radius r, in cells of each level.
     """
 
-    def __init__(self, fmap_render: torch.Tensor, fmap_image: torch.Tensor, levels: int = 3,
-                 radius: int = 3):
+    def __init__(
+        self, fmap_render: torch.Tensor, fmap_image: torch.Tensor, levels: int = 3, radius: int = 3
+    ):
         B, C, h, w = fmap_render.shape
         if fmap_image.shape != fmap_render.shape:
             raise ValueError(
-                f"fmap_image: expected shape {tuple(fmap_render.shape)}, got {tuple(fmap_image.shape)}"
+                f"fmap_image: expected shape {tuple(fmap_render.shape)}, "
+                f"got {tuple(fmap_image.shape)}"
             )
         self.radius = radius
         corr = torch.einsum("bchw,bcij->bhwij", fmap_render, fmap_image) / C**0.5
@@ -65,6 +67,8 @@ class CorrPyramid:
             grid = torch.stack(
                 [2 * (pos[..., 0] + 0.5) / wl - 1, 2 * (pos[..., 1] + 0.5) / hl - 1], dim=-1
             )
-            win = F.grid_sample(corr, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            win = F.grid_sample(
+                corr, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )
             out.append(win.reshape(B, h, w, -1))
         return torch.cat(out, dim=-1).permute(0, 3, 1, 2).contiguous()

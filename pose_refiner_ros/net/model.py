@@ -133,7 +133,8 @@ class CorrespondenceNet(nn.Module):
             raise ValueError(f"image: expected (B, 3, S, S), got {tuple(image.shape)}")
         if render.shape[0] != image.shape[0] or render.shape[1] != RENDER_CHANNELS:
             raise ValueError(
-                f"render: expected ({image.shape[0]}, {RENDER_CHANNELS}, S, S), got {tuple(render.shape)}"
+                f"render: expected ({image.shape[0]}, {RENDER_CHANNELS}, S, S), "
+                f"got {tuple(render.shape)}"
             )
         f_img = self.encode_image(image) if image_features is None else image_features
         f_ren = self.fnet(normalise_rgb(render[:, :3]))

@@ -35,16 +35,22 @@ class UpdateBlock(nn.Module):
         super().__init__()
         self.enc_corr = nn.Sequential(nn.Conv2d(corr_ch, 64, 1), nn.ReLU(inplace=True))
         self.enc_flow = nn.Sequential(
-            nn.Conv2d(2, 32, 7, padding=3), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(2, 32, 7, padding=3),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 16, 3, padding=1),
+            nn.ReLU(inplace=True),
         )
         self.enc_motion = nn.Sequential(nn.Conv2d(64 + 16, 62, 3, padding=1), nn.ReLU(inplace=True))
         self.gru = ConvGRU(hidden, 64 + ctx)
         self.flow_head = nn.Sequential(
-            nn.Conv2d(hidden, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 2, 3, padding=1)
+            nn.Conv2d(hidden, 64, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 2, 3, padding=1),
         )
         self.weight_head = nn.Sequential(
-            nn.Conv2d(hidden, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 1, 3, padding=1)
+            nn.Conv2d(hidden, 64, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 1, 3, padding=1),
         )
 
     def forward(self, h, ctx, corr, flow):

@@ -31,7 +31,9 @@ def _pose_from_json(entry: dict, i: int) -> np.ndarray:
     if "position" in entry and "orientation_xyzw" in entry:
         q = np.asarray(entry["orientation_xyzw"], dtype=np.float64)
         if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-9:
-            raise ValueError(f"poses[{i}].orientation_xyzw: expected a non-zero quaternion (x, y, z, w)")
+            raise ValueError(
+                f"poses[{i}].orientation_xyzw: expected a non-zero quaternion (x, y, z, w)"
+            )
         T = np.eye(4)
         T[:3, :3] = Rotation.from_quat(q).as_matrix()  # scipy's order is (x, y, z, w) too
         T[:3, 3] = entry["position"]
@@ -70,7 +72,10 @@ def run(args) -> int:
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     cam_json = json.loads(Path(args.intrinsics).read_text())
     cam = CameraModel.from_camera_info(
-        width=rgb.shape[1], height=rgb.shape[0], K=cam_json["K"], D=cam_json.get("D", []),
+        width=rgb.shape[1],
+        height=rgb.shape[0],
+        K=cam_json["K"],
+        D=cam_json.get("D", []),
         distortion_model=cam_json.get("distortion_model", "plumb_bob"),
     ).validate()
     if cam.is_distorted:
@@ -84,8 +89,11 @@ def run(args) -> int:
     entries = json.loads(Path(args.poses).read_text())
     objects = [(e["class_id"], _pose_from_json(e, i)) for i, e in enumerate(entries)]
     registry = ObjectRegistry.from_yaml(args.objects)
-    cfg = RefinerConfig(mode=args.mode, device=args.device,
-                        **({"iterations": args.iterations} if args.iterations else {}))
+    cfg = RefinerConfig(
+        mode=args.mode,
+        device=args.device,
+        **({"iterations": args.iterations} if args.iterations else {}),
+    )
     if args.mode == "flow":
         refiner = Refiner(registry, cfg)
     else:
@@ -101,9 +109,12 @@ def run(args) -> int:
         uniq = list(dict.fromkeys(ids))
         meshes = [refiner.render_mesh(c) for c in uniq]
         idx = [uniq.index(c) for c in ids]
-        img = draw_contours(rgb, refiner.renderer, meshes, idx, cam.K, [T for _, T in objects], COARSE_RGB)
-        img = draw_contours(img, refiner.renderer, meshes, idx, cam.K, [r.T_cam_obj for r in results],
-                            REFINED_RGB)
+        img = draw_contours(
+            rgb, refiner.renderer, meshes, idx, cam.K, [T for _, T in objects], COARSE_RGB
+        )
+        img = draw_contours(
+            img, refiner.renderer, meshes, idx, cam.K, [r.T_cam_obj for r in results], REFINED_RGB
+        )
         cv2.imwrite(args.overlay, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.out}" + (f" and {args.overlay}" if args.overlay else ""))
     return 0
@@ -112,8 +123,12 @@ def run(args) -> int:
 def add_subcommand(subparsers, name: str, help_text: str) -> None:
     from ..resources import default_model_path
 
-    p = subparsers.add_parser(name, help=help_text, description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--image", required=True, help="RGB image file (PNG, JPEG)")
     p.add_argument("--intrinsics", required=True, help="camera JSON with K (and optional D)")
     p.add_argument("--objects", required=True, help="objects YAML (the mesh registry)")
@@ -121,7 +136,9 @@ def add_subcommand(subparsers, name: str, help_text: str) -> None:
     p.add_argument("--out", required=True, help="refined poses JSON to write")
     p.add_argument("--overlay", help="PNG with coarse (orange) and refined (green) contours")
     p.add_argument("--depth", help="optional registered depth image (16-bit PNG)")
-    p.add_argument("--depth-scale", type=float, default=0.001, help="depth units to metres (default mm)")
+    p.add_argument(
+        "--depth-scale", type=float, default=0.001, help="depth units to metres (default mm)"
+    )
     p.add_argument("--model", default=str(default_model_path()), help="network checkpoint")
     p.add_argument("--mode", default="learned", choices=["learned", "flow", "gcf-adam"])
     p.add_argument("--iterations", type=int, help="outer iterations (default: the refiner's)")

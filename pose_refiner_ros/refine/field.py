@@ -43,19 +43,27 @@ def grid_pixels(size: int, device=None, dtype=torch.float32, stride: int = GRID_
     return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1).to(dtype)
 
 
-def sample_map(maps: torch.Tensor, uv: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+def sample_map(
+    maps: torch.Tensor, uv: torch.Tensor, size: int, mode: str = "bilinear"
+) -> torch.Tensor:
     """Sample (B, C, h, w) maps covering a ``size`` x ``size`` crop at crop pixels uv (B, N, 2).
 
     Returns (B, N, C). Outside the crop the map's border value is used.
     """
     grid = (uv + 0.5) / size * 2.0 - 1.0
-    out = F.grid_sample(maps, grid[:, :, None, :], mode=mode, padding_mode="border",
-                        align_corners=False)
+    out = F.grid_sample(
+        maps, grid[:, :, None, :], mode=mode, padding_mode="border", align_corners=False
+    )
     return out[..., 0].permute(0, 2, 1)
 
 
-def correspondences(xyz_obj: torch.Tensor, mask: torch.Tensor, flow_px: torch.Tensor,
-                    weight: torch.Tensor, stride: int = GRID_STRIDE) -> Correspondences:
+def correspondences(
+    xyz_obj: torch.Tensor,
+    mask: torch.Tensor,
+    flow_px: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int = GRID_STRIDE,
+) -> Correspondences:
     """Read a field at the grid.
 
     Args:

@@ -20,10 +20,10 @@ Example::
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Sequence
+import time
 
 import numpy as np
 import torch
@@ -98,12 +98,14 @@ class RefinerConfig:
             raise ValueError(f"iterations: expected >= 1, got {self.iterations}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RefinerConfig":
+    def from_dict(cls, d: dict) -> RefinerConfig:
         """Build from a plain dict (YAML, checkpoint); unknown keys raise ``ValueError``."""
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"refiner config: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+            raise ValueError(
+                f"refiner config: unknown keys {sorted(unknown)}; known: {sorted(names)}"
+            )
         d = dict(d)
         if isinstance(d.get("solver"), dict):
             d["solver"] = SolverConfig(**d["solver"])
@@ -149,7 +151,10 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} asked for, but this machine has no CUDA device; use 'auto' or 'cpu'")
+        raise ValueError(
+            f"device: {device!r} asked for, but this machine has no CUDA device; "
+            "use 'auto' or 'cpu'"
+        )
     return dev
 
 
@@ -168,7 +173,12 @@ def render_input(frags, rgb: torch.Tensor, z_centre_m: torch.Tensor, diameter_m:
     mask = frags.mask.to(rgb.dtype)
     depth_rel = (frags.depth_m - z_centre_m[:, None, None]) / diameter_m[:, None, None] * mask
     return torch.cat(
-        [rgb.permute(0, 3, 1, 2), mask[:, None], frags.normal_cam.permute(0, 3, 1, 2), depth_rel[:, None]],
+        [
+            rgb.permute(0, 3, 1, 2),
+            mask[:, None],
+            frags.normal_cam.permute(0, 3, 1, 2),
+            depth_rel[:, None],
+        ],
         dim=1,
     )
 
@@ -216,8 +226,12 @@ class Refiner:
         net: the correspondence network (required for ``learned`` and ``gcf-adam``).
     """
 
-    def __init__(self, registry: ObjectRegistry, cfg: RefinerConfig = RefinerConfig(),
-                 net: CorrespondenceNet | None = None):
+    def __init__(
+        self,
+        registry: ObjectRegistry,
+        cfg: RefinerConfig = RefinerConfig(),
+        net: CorrespondenceNet | None = None,
+    ):
         self.registry = registry
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -233,8 +247,13 @@ class Refiner:
         self._meshes: dict = {}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, registry: ObjectRegistry,
-                        cfg: RefinerConfig | None = None, **overrides) -> "Refiner":
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        registry: ObjectRegistry,
+        cfg: RefinerConfig | None = None,
+        **overrides,
+    ) -> Refiner:
         """Load a network checkpoint (see ``train.checkpoint``) and build a refiner."""
         from ..train.checkpoint import load_checkpoint
 
@@ -248,7 +267,8 @@ class Refiner:
         if class_id not in self._meshes:
             if class_id not in self.registry:
                 raise KeyError(
-                    f"class_id {class_id!r} is not registered; known: {list(self.registry.class_ids)}"
+                    f"class_id {class_id!r} is not registered; "
+                    f"known: {list(self.registry.class_ids)}"
                 )
             self._meshes[class_id] = RenderMesh.from_object(self.registry[class_id], self.device)
         return self._meshes[class_id]
@@ -258,8 +278,9 @@ class Refiner:
         meshes = [self.render_mesh(c) for c in ids]
         mesh_idx = torch.tensor([ids.index(c) for c in class_ids], device=self.device)
         models = [self.registry[c] for c in class_ids]
-        corners = torch.as_tensor(np.stack([m.bbox_corners_m for m in models]), dtype=torch.float32,
-                                  device=self.device)
+        corners = torch.as_tensor(
+            np.stack([m.bbox_corners_m for m in models]), dtype=torch.float32, device=self.device
+        )
         diam = torch.tensor([m.diameter_m for m in models], dtype=torch.float32, device=self.device)
         return meshes, mesh_idx, corners, diam
 
@@ -293,8 +314,16 @@ class Refiner:
         img = as_image_tensor(image, self.device)
         H, W = img.shape[-2:]
         K_np = np.array(K, dtype=np.float64)  # a copy: the caller's array may be read-only
-        if K_np.shape != (3, 3) or not np.all(np.isfinite(K_np)) or K_np[0, 0] <= 0 or K_np[1, 1] <= 0:
-            raise ValueError(f"K: expected finite (3, 3) intrinsics with positive focal lengths, got {K_np.tolist()}")
+        if (
+            K_np.shape != (3, 3)
+            or not np.all(np.isfinite(K_np))
+            or K_np[0, 0] <= 0
+            or K_np[1, 1] <= 0
+        ):
+            raise ValueError(
+                "K: expected finite (3, 3) intrinsics with positive focal lengths, "
+                f"got {K_np.tolist()}"
+            )
         class_ids = [c for c, _ in objects]
         T0 = np.stack([np.asarray(T, dtype=np.float64) for _, T in objects])
         if T0.shape[1:] != (4, 4) or not np.all(np.isfinite(T0)):
@@ -303,7 +332,9 @@ class Refiner:
         if depth_m is not None and self.cfg.use_depth:
             depth = torch.as_tensor(np.asarray(depth_m, dtype=np.float32), device=self.device)
             if tuple(depth.shape) != (H, W):
-                raise ValueError(f"depth_m: expected shape {(H, W)} like the image, got {tuple(depth.shape)}")
+                raise ValueError(
+                    f"depth_m: expected shape {(H, W)} like the image, got {tuple(depth.shape)}"
+                )
             depth = torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)[None, None]
 
         meshes, mesh_idx, corners, diam = self._object_tensors(class_ids)
@@ -314,16 +345,29 @@ class Refiner:
         if self.cfg.mode == "gcf-adam":
             from .gcf_adam import refine_gcf_adam
 
-            T, iterates, score, n_iter = refine_gcf_adam(self, img, K_t, T, meshes, mesh_idx, corners,
-                                                         diam, timer)
+            T, iterates, score, n_iter = refine_gcf_adam(
+                self, img, K_t, T, meshes, mesh_idx, corners, diam, timer
+            )
         else:
-            T, iterates, score, n_iter = self._loop(img, depth, K_t, T, meshes, mesh_idx, corners, diam,
-                                                    timer)
+            T, iterates, score, n_iter = self._loop(
+                img, depth, K_t, T, meshes, mesh_idx, corners, diam, timer
+            )
         total_ms = 1e3 * (time.perf_counter() - t_start)
         timing = {k: v / B for k, v in timer.ms.items()}
         timing["total"] = total_ms / B
-        return self._results(class_ids, T0, T, iterates, score, n_iter, K_np, (H, W), diam,
-                             "rgbd" if depth is not None else "rgb", timing)
+        return self._results(
+            class_ids,
+            T0,
+            T,
+            iterates,
+            score,
+            n_iter,
+            K_np,
+            (H, W),
+            diam,
+            "rgbd" if depth is not None else "rgb",
+            timing,
+        )
 
     def _loop(self, img, depth, K, T, meshes, mesh_idx, corners, diam, timer):
         cfg, S = self.cfg, self.cfg.crop_size
@@ -338,10 +382,15 @@ class Refiner:
             with timer.section("crop"):
                 crop = compute_crops(K[idx], T[idx], corners[idx], S, cfg.crop_margin)
                 img_crop = crop_images(img.expand(len(idx), -1, -1, -1), crop)
-                depth_crop = (crop_images(depth.expand(len(idx), -1, -1, -1), crop, mode="nearest")
-                              if depth is not None else None)
+                depth_crop = (
+                    crop_images(depth.expand(len(idx), -1, -1, -1), crop, mode="nearest")
+                    if depth is not None
+                    else None
+                )
             with timer.section("render"):
-                frags, ren = self.render_crops(meshes, mesh_idx[idx], crop.K_crop, T[idx], S, diam[idx])
+                frags, ren = self.render_crops(
+                    meshes, mesh_idx[idx], crop.K_crop, T[idx], S, diam[idx]
+                )
             with timer.section("network"):
                 flow, weight = self.estimator(img_crop, ren)
             with timer.section("solve"):
@@ -355,8 +404,9 @@ class Refiner:
                     gate = cfg.depth_gate_diameters * diam[idx, None] + cfg.depth_gate_m
                     plausible = (d > 0) & ((d - z_now).abs() < gate)
                     d_kw = dict(depth_target_m=d, depth_weights=corr.weight * plausible)
-                res = solve_pose(T[idx], corr.pts_obj, corr.uv_tgt, corr.weight, crop.K_crop,
-                                 cfg.solver, **d_kw)
+                res = solve_pose(
+                    T[idx], corr.pts_obj, corr.uv_tgt, corr.weight, crop.K_crop, cfg.solver, **d_kw
+                )
                 T_new = res.T_cam_obj
                 agree = (res.residual_px < 2.0).float()
                 score[idx] = (corr.weight * agree).sum(-1) / corr.valid.sum(-1).clamp_min(1)
@@ -399,11 +449,22 @@ class Refiner:
             if jump > cfg.max_rotation_jump_deg:
                 reasons.append(f"rotation jumped {jump:.0f} deg")
             dt = Tn[:3, 3] - Ti[:3, 3]
-            if np.linalg.norm(dt[:2]) > cfg.max_shift_diameters * diam_np[i] or abs(dt[2]) > 0.5 * abs(Ti[2, 3]):
+            if np.linalg.norm(dt[:2]) > cfg.max_shift_diameters * diam_np[i] or abs(
+                dt[2]
+            ) > 0.5 * abs(Ti[2, 3]):
                 reasons.append("position jumped implausibly")
-            out.append(RefineResult(
-                class_id=cid, T_cam_obj=Tn, T_cam_obj_init=Ti, iterates=it_np[i], score=float(score_np[i]),
-                diverged=bool(reasons), reason="; ".join(reasons), mode=mode, timing_ms=dict(timing),
-                iterations=n_iter,
-            ))
+            out.append(
+                RefineResult(
+                    class_id=cid,
+                    T_cam_obj=Tn,
+                    T_cam_obj_init=Ti,
+                    iterates=it_np[i],
+                    score=float(score_np[i]),
+                    diverged=bool(reasons),
+                    reason="; ".join(reasons),
+                    mode=mode,
+                    timing_ms=dict(timing),
+                    iterations=n_iter,
+                )
+            )
         return out

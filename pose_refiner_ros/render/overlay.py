@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -13,9 +13,16 @@ COARSE_RGB = (255, 140, 0)
 REFINED_RGB = (0, 220, 0)
 
 
-def draw_contours(image_rgb: np.ndarray, renderer, meshes: Sequence, mesh_idx: Sequence[int],
-                  K: np.ndarray, poses: Sequence[np.ndarray], color=REFINED_RGB,
-                  thickness: int = 2) -> np.ndarray:
+def draw_contours(
+    image_rgb: np.ndarray,
+    renderer,
+    meshes: Sequence,
+    mesh_idx: Sequence[int],
+    K: np.ndarray,
+    poses: Sequence[np.ndarray],
+    color=REFINED_RGB,
+    thickness: int = 2,
+) -> np.ndarray:
     """Return a copy of ``image_rgb`` (H, W, 3) uint8 with the silhouette contour of each
     mesh at each pose (``T_cam_obj`` (4, 4), metres) drawn in ``color``.
 
@@ -29,7 +36,9 @@ def draw_contours(image_rgb: np.ndarray, renderer, meshes: Sequence, mesh_idx: S
     H, W = out.shape[:2]
     dev = meshes[0].verts_m.device
     T = torch.as_tensor(np.stack(poses), dtype=torch.float32, device=dev)
-    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=dev)[None].expand(len(poses), 3, 3)
+    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=dev)[None].expand(
+        len(poses), 3, 3
+    )
     idx = torch.as_tensor(list(mesh_idx), device=dev)
     masks = renderer.render(meshes, idx, Kt, T, H, W).mask.cpu().numpy().astype(np.uint8)
     for m in masks:

@@ -57,7 +57,9 @@ class SolverConfig:
 
 
 def _check(name: str, x: torch.Tensor, shape: tuple) -> None:
-    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+    if x.dim() != len(shape) or any(
+        s is not None and s != d for s, d in zip(shape, x.shape, strict=False)
+    ):
         raise ValueError(f"{name}: expected shape {shape} (None = any), got {tuple(x.shape)}")
 
 

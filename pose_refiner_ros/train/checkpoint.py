@@ -23,14 +23,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing or not one of ours; the message says which and why."""
 
 
-def save_checkpoint(path: str | Path, net: CorrespondenceNet, meta: dict | None = None,
-                    **extra) -> None:
+def save_checkpoint(
+    path: str | Path, net: CorrespondenceNet, meta: dict | None = None, **extra
+) -> None:
     """Write atomically (temporary name, then rename): an interrupted save leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    blob = {"format": FORMAT, "net_config": net.cfg.to_dict(), "state_dict": state,
-            "meta": dict(meta or {}), **extra}
+    blob = {
+        "format": FORMAT,
+        "net_config": net.cfg.to_dict(),
+        "state_dict": state,
+        "meta": dict(meta or {}),
+        **extra,
+    }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
     os.replace(tmp, path)
@@ -47,9 +53,13 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt files
-        raise CheckpointError(f"model checkpoint {path} could not be read ({e}); re-download or re-train it") from e
+        raise CheckpointError(
+            f"model checkpoint {path} could not be read ({e}); re-download or re-train it"
+        ) from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a pose_refiner_ros checkpoint (expected format {FORMAT!r})")
+        raise CheckpointError(
+            f"{path} is not a pose_refiner_ros checkpoint (expected format {FORMAT!r})"
+        )
     return blob
 
 
@@ -60,5 +70,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Cor
         net = CorrespondenceNet(NetConfig(**blob["net_config"]))
         net.load_state_dict(blob["state_dict"])
     except (TypeError, RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: weights do not match the network they describe ({e})") from e
+        raise CheckpointError(
+            f"{path}: weights do not match the network they describe ({e})"
+        ) from e
     return net.to(device).eval()

@@ -17,18 +17,25 @@ def _parse_set(items):
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise argparse.ArgumentTypeError(f"--set {item!r}: expected KEY=VALUE, e.g. batch_size=8")
+            raise argparse.ArgumentTypeError(
+                f"--set {item!r}: expected KEY=VALUE, e.g. batch_size=8"
+            )
         k, v = item.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
 
 
 def run(args) -> int:
-    from .trainer import Trainer, TrainConfig
+    from .trainer import TrainConfig, Trainer
 
     overrides = _parse_set(args.set)
-    for key, val in (("max_steps", args.max_steps), ("out_dir", args.out), ("objects_yaml", args.objects),
-                     ("init_checkpoint", args.init), ("device", args.device)):
+    for key, val in (
+        ("max_steps", args.max_steps),
+        ("out_dir", args.out),
+        ("objects_yaml", args.objects),
+        ("init_checkpoint", args.init),
+        ("device", args.device),
+    ):
         if val is not None:
             overrides[key] = val
     cfg = TrainConfig.from_yaml(args.config, overrides)
@@ -37,22 +44,35 @@ def run(args) -> int:
         trainer.resume(args.resume)
     summary = trainer.run()
     if trainer.rank == 0:
-        print(f"trained {summary['steps']} steps in {summary['wall_s']:.0f} s on {summary['device']}; "
-              f"checkpoint: {cfg.out_dir}/last.pt")
+        print(
+            f"trained {summary['steps']} steps in {summary['wall_s']:.0f} s "
+            f"on {summary['device']}; "
+            f"checkpoint: {cfg.out_dir}/last.pt"
+        )
         if summary.get("val"):
             print("validation: " + ", ".join(f"{k}={v:.3f}" for k, v in summary["val"].items()))
     return 0
 
 
 def add_subcommand(subparsers, name: str, help_text: str) -> None:
-    p = subparsers.add_parser(name, help=help_text, description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", required=True, help="training YAML (see config/train.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key (dotted for nested: net.hidden=48); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key (dotted for nested: net.hidden=48); repeatable",
+    )
     p.add_argument("--max-steps", type=int, help="stop after N steps (a smoke run: --max-steps 3)")
     p.add_argument("--out", help="run directory (checkpoints, TensorBoard logs)")
-    p.add_argument("--objects", help="objects YAML whose meshes join the training data (fine-tuning)")
+    p.add_argument(
+        "--objects", help="objects YAML whose meshes join the training data (fine-tuning)"
+    )
     p.add_argument("--init", help="start from this checkpoint's weights")
     p.add_argument("--resume", help="continue a run from its checkpoint (weights, optimiser, step)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")

@@ -113,7 +113,9 @@ def pose_loss(T_pred, T_gt, pts_obj, diameter_m):
     return (d.mean(-1) / diameter_m).clamp(max=1.0).mean()
 
 
-def matching_loss(corr, xyz_obj, mask, T_gt, K, depth_gt_m, visib_mask, diameter_m, stride: int = 8):
+def matching_loss(
+    corr, xyz_obj, mask, T_gt, K, depth_gt_m, visib_mask, diameter_m, stride: int = 8
+):
     """Cross-entropy of each rendered cell's correlation row against its true image cell.
 
     A direct signal for the matching features (RNNPose's descriptor loss and Zhang et al.'s
@@ -132,10 +134,13 @@ def matching_loss(corr, xyz_obj, mask, T_gt, K, depth_gt_m, visib_mask, diameter
     uv = grid_pixels(S, mask.device, xyz_obj.dtype, stride)  # cell-centre pixels
     ui, vi = uv[:, 0].long(), uv[:, 1].long()
     pts, valid = xyz_obj[:, vi, ui], mask[:, vi, ui]
-    flow_gt, ok = gt_field(pts, uv[None].expand(B, -1, -1), valid, T_gt, K, depth_gt_m, visib_mask,
-                           diameter_m)
+    flow_gt, ok = gt_field(
+        pts, uv[None].expand(B, -1, -1), valid, T_gt, K, depth_gt_m, visib_mask, diameter_m
+    )
     uv_gt = uv[None] + flow_gt
     cell = ((uv_gt + 0.5) / stride).floor().long().clamp(0, h - 1)
     target = cell[..., 1] * h + cell[..., 0]
-    ce = F.cross_entropy(corr.reshape(-1, h * h), target.reshape(-1), reduction="none").reshape(B, -1)
+    ce = F.cross_entropy(corr.reshape(-1, h * h), target.reshape(-1), reduction="none").reshape(
+        B, -1
+    )
     return (ce * ok).sum() / ok.sum().clamp_min(1)

@@ -17,12 +17,12 @@ Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1), it wraps the netw
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field, fields
 import json
 import math
 import os
-import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
+import time
 
 import numpy as np
 import torch
@@ -35,8 +35,14 @@ from ..render.base import RenderMesh, make_renderer
 from ..render.shading import shade
 from ..solver.gauss_newton import SolverConfig, solve_pose
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .losses import (LossWeights, closest_symmetric_gt, field_losses, gt_field, matching_loss,
-                     pose_loss)
+from .losses import (
+    LossWeights,
+    closest_symmetric_gt,
+    field_losses,
+    gt_field,
+    matching_loss,
+    pose_loss,
+)
 
 
 @dataclass(frozen=True)
@@ -108,11 +114,13 @@ class TrainConfig:
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(iterations=3))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"train config: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+            raise ValueError(
+                f"train config: unknown keys {sorted(unknown)}; known: {sorted(names)}"
+            )
         d = dict(d)
         for key, typ in (("net", NetConfig), ("loss", LossWeights), ("solver", SolverConfig)):
             if isinstance(d.get(key), dict):
@@ -120,7 +128,7 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> TrainConfig:
         """Read a YAML config and apply ``overrides`` (dotted keys allowed: ``net.hidden``)."""
         raw = yaml.safe_load(Path(path).read_text()) or {}
         for key, value in (overrides or {}).items():
@@ -158,10 +166,20 @@ class TrainStream(torch.utils.data.IterableDataset):
             syn = self.syn_cfg
             if rng.random() < self.cfg.small_perturbation_prob:
                 s = float(rng.uniform(*self.cfg.small_perturbation_scale))
-                syn = dataclasses.replace(syn, sigma_r_deg=syn.sigma_r_deg * s,
-                                          sigma_t_m=tuple(x * s for x in syn.sigma_t_m))
-            yield make_training_batch(self.models, rng, self.cfg.batch_size, self.cfg.crop_size,
-                                      syn, renderer, device=self.device)
+                syn = dataclasses.replace(
+                    syn,
+                    sigma_r_deg=syn.sigma_r_deg * s,
+                    sigma_t_m=tuple(x * s for x in syn.sigma_t_m),
+                )
+            yield make_training_batch(
+                self.models,
+                rng,
+                self.cfg.batch_size,
+                self.cfg.crop_size,
+                syn,
+                renderer,
+                device=self.device,
+            )
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -199,13 +217,18 @@ class Trainer:
         self.syn_cfg = SyntheticConfig.from_dict(dict(cfg.synthetic))
         self.renderer = make_renderer("auto", self.device)
         self.meshes = [RenderMesh.from_object(m, self.device) for m in self.models]
-        self.grey_meshes = [dataclasses.replace(m, vert_colors=torch.full_like(m.vert_colors, 0.7))
-                            for m in self.meshes]
-        self.syms = [torch.as_tensor(np.array(m.symmetries), dtype=torch.float32, device=self.device)
-                     for m in self.models]
+        self.grey_meshes = [
+            dataclasses.replace(m, vert_colors=torch.full_like(m.vert_colors, 0.7))
+            for m in self.meshes
+        ]
+        self.syms = [
+            torch.as_tensor(np.array(m.symmetries), dtype=torch.float32, device=self.device)
+            for m in self.models
+        ]
         self.diam = torch.tensor([m.diameter_m for m in self.models], device=self.device)
-        self.points = torch.stack([torch.tensor(np.array(m.points_m[:256]), dtype=torch.float32)
-                                   for m in self.models]).to(self.device)
+        self.points = torch.stack(
+            [torch.tensor(np.array(m.points_m[:256]), dtype=torch.float32) for m in self.models]
+        ).to(self.device)
 
         if cfg.init_checkpoint:
             self.net = load_checkpoint(cfg.init_checkpoint, self.device).train()
@@ -216,7 +239,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = DistributedDataParallel(self.net)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(
+            self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
@@ -228,8 +253,13 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, path: Path, meta: dict | None = None) -> None:
         if self.rank == 0:
-            save_checkpoint(path, self.net, meta={"train_config": self.cfg.to_dict(), **(meta or {})},
-                            optimizer=self.opt.state_dict(), step=self.step)
+            save_checkpoint(
+                path,
+                self.net,
+                meta={"train_config": self.cfg.to_dict(), **(meta or {})},
+                optimizer=self.opt.state_dict(),
+                step=self.step,
+            )
 
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint written by :meth:`save` (weights, optimiser, step)."""
@@ -260,27 +290,41 @@ class Trainer:
         for _ in range(cfg.outer_iters):
             with torch.no_grad():
                 frags = self.renderer.render(self.meshes, idx, K, T, S, S)
-                rgb = torch.where(grey[:, None, None, None], shade(frags, self.grey_meshes, idx),
-                                  shade(frags, self.meshes, idx))
+                rgb = torch.where(
+                    grey[:, None, None, None],
+                    shade(frags, self.grey_meshes, idx),
+                    shade(frags, self.meshes, idx),
+                )
                 ren = render_input(frags, rgb, T[:, 2, 3], diam)
             with torch.autocast(dev.type, enabled=self.use_amp):
                 out = self.ddp(image, ren)
-            out = type(out)([f.float() for f in out.flows_px], [w.float() for w in out.weight_logits],
-                            out.corr.float())
-            corr = correspondences(frags.xyz_obj, frags.mask, out.flows_px[-1],
-                                   torch.sigmoid(out.weight_logits[-1]))
-            flow_gt, visible = gt_field(corr.pts_obj, corr.uv_src, corr.valid, T_gt, K, depth_gt, visib, diam)
+            out = type(out)(
+                [f.float() for f in out.flows_px],
+                [w.float() for w in out.weight_logits],
+                out.corr.float(),
+            )
+            corr = correspondences(
+                frags.xyz_obj, frags.mask, out.flows_px[-1], torch.sigmoid(out.weight_logits[-1])
+            )
+            flow_gt, visible = gt_field(
+                corr.pts_obj, corr.uv_src, corr.valid, T_gt, K, depth_gt, visib, diam
+            )
             terms = field_losses(out, corr, flow_gt, visible, cfg.loss)
-            terms["match"] = matching_loss(out.corr, frags.xyz_obj, frags.mask, T_gt, K, depth_gt, visib,
-                                           diam)
+            terms["match"] = matching_loss(
+                out.corr, frags.xyz_obj, frags.mask, T_gt, K, depth_gt, visib, diam
+            )
             res = solve_pose(T, corr.pts_obj, corr.uv_tgt, corr.weight, K, cfg.solver)
             terms["pose"] = pose_loss(res.T_cam_obj, T_gt, self.points[idx], diam)
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.outer_iters
             T = res.T_cam_obj.detach()
         lw = cfg.loss
-        totals["total"] = (lw.flow * totals["flow"] + lw.match * totals["match"] + lw.weight * totals["weight"]
-                           + lw.pose * totals["pose"])
+        totals["total"] = (
+            lw.flow * totals["flow"]
+            + lw.match * totals["match"]
+            + lw.weight * totals["weight"]
+            + lw.pose * totals["pose"]
+        )
         return totals
 
     def batches(self):
@@ -290,8 +334,13 @@ class Trainer:
             # In-process: on a GPU the batches are rendered there too.
             return iter(TrainStream(self.models, self.cfg, self.syn_cfg, seed, self.device))
         stream = TrainStream(self.models, self.cfg, self.syn_cfg, seed)
-        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=self.cfg.data_workers,
-                                             prefetch_factor=2, persistent_workers=True)
+        loader = torch.utils.data.DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.cfg.data_workers,
+            prefetch_factor=2,
+            persistent_workers=True,
+        )
         return iter(loader)
 
     def train_step(self, batch: dict | None = None) -> dict:
@@ -312,8 +361,12 @@ class Trainer:
         self.scaler.update()
         self.step += 1
         logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs.update(grad_norm=float(gnorm), lr=self.opt.param_groups[0]["lr"], data_s=t_data,
-                    step_s=time.perf_counter() - t0)
+        logs.update(
+            grad_norm=float(gnorm),
+            lr=self.opt.param_groups[0]["lr"],
+            data_s=t_data,
+            step_s=time.perf_counter() - t0,
+        )
         return logs
 
     # -- validation ----------------------------------------------------------------------
@@ -326,15 +379,18 @@ class Trainer:
         self.net.eval()
         rng = np.random.default_rng(12345)
         vm = self.val_models
-        batch = make_training_batch(vm, rng, self.cfg.val_samples, self.cfg.crop_size, self.syn_cfg,
-                                    self.renderer)
+        batch = make_training_batch(
+            vm, rng, self.cfg.val_samples, self.cfg.crop_size, self.syn_cfg, self.renderer
+        )
         dev, S = self.device, self.cfg.crop_size
         image, K = batch["image"].to(dev), batch["K_crop"].to(dev).float()
         T, T_gt = batch["T_init"].to(dev).float(), batch["T_gt"].to(dev).float()
         idx = batch["mesh_idx"].to(dev)
         meshes = [RenderMesh.from_object(m, dev) for m in vm]
         diam = torch.tensor([m.diameter_m for m in vm], device=dev)[idx]
-        pts = torch.stack([torch.tensor(np.array(m.points_m[:256]), dtype=torch.float32) for m in vm]).to(dev)[idx]
+        pts = torch.stack(
+            [torch.tensor(np.array(m.points_m[:256]), dtype=torch.float32) for m in vm]
+        ).to(dev)[idx]
         syms = [torch.tensor(np.array(m.symmetries), dtype=torch.float32, device=dev) for m in vm]
 
         def errors(T_est):
@@ -347,14 +403,18 @@ class Trainer:
             frags = self.renderer.render(meshes, idx, K, T, S, S)
             ren = render_input(frags, shade(frags, meshes, idx), T[:, 2, 3], diam)
             out = self.net(image, ren)
-            corr = correspondences(frags.xyz_obj, frags.mask, out.flows_px[-1],
-                                   torch.sigmoid(out.weight_logits[-1]))
+            corr = correspondences(
+                frags.xyz_obj, frags.mask, out.flows_px[-1], torch.sigmoid(out.weight_logits[-1])
+            )
             T = solve_pose(T, corr.pts_obj, corr.uv_tgt, corr.weight, K, SolverConfig()).T_cam_obj
         add1, rot1 = errors(T)
         self.net.train()
-        return {"val_add01_init": float((add0 < 0.1).float().mean()),
-                "val_add01": float((add1 < 0.1).float().mean()),
-                "val_rot_med_init": float(rot0.median()), "val_rot_med": float(rot1.median())}
+        return {
+            "val_add01_init": float((add0 < 0.1).float().mean()),
+            "val_add01": float((add1 < 0.1).float().mean()),
+            "val_rot_med_init": float(rot0.median()),
+            "val_rot_med": float(rot1.median()),
+        }
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
@@ -366,10 +426,14 @@ class Trainer:
         writer = SummaryWriter(str(self.out / "tb")) if main else None
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            (self.out / "train_config.yaml").write_text(
+                yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            )
         t_start = time.perf_counter()
         val: dict = {}
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not main, desc="train", unit="step")
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, disable=not main, desc="train", unit="step"
+        )
         ema: dict = {}
         while self.step < cfg.max_steps:
             logs = self.train_step()
@@ -379,8 +443,9 @@ class Trainer:
                 for k, v in logs.items():
                     writer.add_scalar(f"train/{k}", v, self.step)
                 bar.update(1)
-                bar.set_postfix(loss=f"{ema['total']:.3f}", epe=f"{ema['epe']:.2f}px",
-                                pose=f"{ema['pose']:.3f}")
+                bar.set_postfix(
+                    loss=f"{ema['total']:.3f}", epe=f"{ema['epe']:.2f}px", pose=f"{ema['pose']:.3f}"
+                )
             if main and (self.step % cfg.val_every == 0 or self.step == cfg.max_steps):
                 val = self.validate()
                 for k, v in val.items():
@@ -389,8 +454,14 @@ class Trainer:
             if main and (self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps):
                 self.save(self.out / "last.pt", {"val": val})
         bar.close()
-        summary = {"steps": self.step, "wall_s": time.perf_counter() - t_start, "device": str(self.device),
-                   "world_size": self.world, "final_train": ema, "val": val}
+        summary = {
+            "steps": self.step,
+            "wall_s": time.perf_counter() - t_start,
+            "device": str(self.device),
+            "world_size": self.world,
+            "final_train": ema,
+            "val": val,
+        }
         if main:
             self.save(self.out / "last.pt", {"val": val, "summary": summary})
             (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2))

@@ -21,8 +21,9 @@ OBJECTS = share_dir() / "models" / "demo" / "objects.yaml"
 def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("refine")
     models = list(ObjectRegistry.from_yaml(OBJECTS).models)
-    cfg = SyntheticConfig(image_width=320, image_height=240, objects_per_scene=(2, 2),
-                          distractors_per_scene=(0, 0))
+    cfg = SyntheticConfig(
+        image_width=320, image_height=240, objects_per_scene=(2, 2), distractors_per_scene=(0, 0)
+    )
     scene = generate_scene(models, np.random.default_rng(0), cfg, make_renderer("torch"))
     cv2.imwrite(str(tmp / "rgb.png"), cv2.cvtColor(scene.image_rgb, cv2.COLOR_RGB2BGR))
     (tmp / "camera.json").write_text(json.dumps({"K": scene.K.tolist()}))
@@ -30,22 +31,39 @@ def files(tmp_path_factory):
     q = [0.0, 0.0, 0.0, 1.0]
     T1 = np.eye(4)
     T1[:3, 3] = o1.T_cam_obj_init[:3, 3]
-    poses = [{"class_id": o0.class_id, "T_cam_obj": o0.T_cam_obj_init.tolist()},
-             {"class_id": o1.class_id, "position": T1[:3, 3].tolist(), "orientation_xyzw": q}]
+    poses = [
+        {"class_id": o0.class_id, "T_cam_obj": o0.T_cam_obj_init.tolist()},
+        {"class_id": o1.class_id, "position": T1[:3, 3].tolist(), "orientation_xyzw": q},
+    ]
     (tmp / "initial.json").write_text(json.dumps(poses))
     return tmp, scene
 
 
 def _args(tmp, *extra):
-    return ["refine", "--image", str(tmp / "rgb.png"), "--intrinsics", str(tmp / "camera.json"),
-            "--objects", str(OBJECTS), "--poses", str(tmp / "initial.json"),
-            "--out", str(tmp / "refined.json"), *extra]
+    return [
+        "refine",
+        "--image",
+        str(tmp / "rgb.png"),
+        "--intrinsics",
+        str(tmp / "camera.json"),
+        "--objects",
+        str(OBJECTS),
+        "--poses",
+        str(tmp / "initial.json"),
+        "--out",
+        str(tmp / "refined.json"),
+        *extra,
+    ]
 
 
 def test_refine_writes_poses_and_an_overlay(files):
     tmp, scene = files
-    assert main(_args(tmp, "--mode", "flow", "--iterations", "1", "--overlay",
-                      str(tmp / "overlay.png"))) == 0
+    assert (
+        main(
+            _args(tmp, "--mode", "flow", "--iterations", "1", "--overlay", str(tmp / "overlay.png"))
+        )
+        == 0
+    )
     out = json.loads((tmp / "refined.json").read_text())
     assert [o["class_id"] for o in out] == [o.class_id for o in scene.objects]
     for o in out:
@@ -78,9 +96,17 @@ def test_unreadable_image_is_named(files):
 
 def test_bad_pose_entry_is_named(files, tmp_path):
     tmp, scene = files
-    (tmp_path / "bad.json").write_text(json.dumps([{"class_id": scene.objects[0].class_id,
-                                                    "orientation_xyzw": [0, 0, 0, 0],
-                                                    "position": [0, 0, 1]}]))
+    (tmp_path / "bad.json").write_text(
+        json.dumps(
+            [
+                {
+                    "class_id": scene.objects[0].class_id,
+                    "orientation_xyzw": [0, 0, 0, 0],
+                    "position": [0, 0, 1],
+                }
+            ]
+        )
+    )
     args = _args(tmp, "--mode", "flow")
     args[args.index("--poses") + 1] = str(tmp_path / "bad.json")
     with pytest.raises(ValueError, match=r"poses\[0\]"):

@@ -25,8 +25,13 @@ def models():
 
 @pytest.fixture(scope="module")
 def scene(models):
-    cfg = SyntheticConfig(image_width=320, image_height=240, objects_per_scene=(2, 2),
-                          distractors_per_scene=(0, 0), occluders_per_scene=(0, 0))
+    cfg = SyntheticConfig(
+        image_width=320,
+        image_height=240,
+        objects_per_scene=(2, 2),
+        distractors_per_scene=(0, 0),
+        occluders_per_scene=(0, 0),
+    )
     return generate_scene(models, np.random.default_rng(3), cfg, make_renderer("torch"))
 
 
@@ -47,7 +52,9 @@ def test_oracle_field_through_crop_render_and_solver_recovers_the_pose(models):
     corners = torch.tensor(np.array(m.bbox_corners_m), dtype=torch.float32)[None]
     crop = compute_crops(K, T0, corners, 128)
     mesh = RenderMesh.from_object(m)
-    frags = make_renderer("torch").render([mesh], torch.zeros(1, dtype=torch.long), crop.K_crop, T0, 128, 128)
+    frags = make_renderer("torch").render(
+        [mesh], torch.zeros(1, dtype=torch.long), crop.K_crop, T0, 128, 128
+    )
     # Dense exact field at every crop pixel: where the rendered point projects at T_gt.
     uv_pix = grid_pixels(128, stride=1)[None]
     xyz = frags.xyz_obj.reshape(1, -1, 3)
@@ -56,8 +63,14 @@ def test_oracle_field_through_crop_render_and_solver_recovers_the_pose(models):
     weight = frags.mask[:, None].float()
     corr = correspondences(frags.xyz_obj, frags.mask, flow_map, weight)
     assert corr.valid.sum() > 50
-    res = solve_pose(T0.double(), corr.pts_obj.double(), corr.uv_tgt.double(), corr.weight.double(),
-                     crop.K_crop.double(), SolverConfig(iterations=15))
+    res = solve_pose(
+        T0.double(),
+        corr.pts_obj.double(),
+        corr.uv_tgt.double(),
+        corr.weight.double(),
+        crop.K_crop.double(),
+        SolverConfig(iterations=15),
+    )
     T = res.T_cam_obj[0].numpy()
     assert _rot_err(T, T_gt) < 0.05
     assert np.linalg.norm(T[:3, 3] - T_gt[:3, 3]) < 1e-3 * m.diameter_m + 1e-4
@@ -68,9 +81,11 @@ def test_refine_result_contract(models, scene):
     objs = [(o.class_id, o.T_cam_obj_init) for o in scene.objects]
     results = refiner.refine(scene.image_rgb, scene.K, objs)
     assert [r.class_id for r in results] == [c for c, _ in objs]
-    for r, (_, T0) in zip(results, objs):
+    for r, (_, T0) in zip(results, objs, strict=True):
         assert r.T_cam_obj.shape == (4, 4) and np.isfinite(r.T_cam_obj).all()
-        np.testing.assert_allclose(r.T_cam_obj[:3, :3] @ r.T_cam_obj[:3, :3].T, np.eye(3), atol=1e-4)
+        np.testing.assert_allclose(
+            r.T_cam_obj[:3, :3] @ r.T_cam_obj[:3, :3].T, np.eye(3), atol=1e-4
+        )
         np.testing.assert_allclose(r.iterates[0], T0, atol=1e-6)
         assert r.iterates.shape == (r.iterations + 1, 4, 4)
         np.testing.assert_allclose(r.iterates[-1], r.T_cam_obj, atol=1e-5)
@@ -120,7 +135,16 @@ def test_a_pose_sent_off_the_image_is_flagged_diverged(models, scene):
     refiner = Refiner(ObjectRegistry(models), RefinerConfig(mode="flow", iterations=1))
     o = scene.objects[0]
     results = refiner._results(
-        [o.class_id], o.T_cam_obj_init[None], torch.as_tensor(np.diag([1.0, 1, 1, 1]))[None],
-        torch.zeros(1, 2, 4, 4), torch.ones(1), 1, scene.K, scene.image_rgb.shape[:2],
-        torch.tensor([models[0].diameter_m]), "rgb", {})
+        [o.class_id],
+        o.T_cam_obj_init[None],
+        torch.as_tensor(np.diag([1.0, 1, 1, 1]))[None],
+        torch.zeros(1, 2, 4, 4),
+        torch.ones(1),
+        1,
+        scene.K,
+        scene.image_rgb.shape[:2],
+        torch.tensor([models[0].diameter_m]),
+        "rgb",
+        {},
+    )
     assert results[0].diverged and "behind the camera" in results[0].reason

@@ -48,8 +48,9 @@ def test_exact_correspondences_reach_the_true_pose():
     pts, T_gt, K = _scene()
     T0 = _perturb(T_gt)
     uv = _project(T_gt, pts, K)
-    res = solve_pose(T0, pts, uv, torch.ones(pts.shape[:2], dtype=pts.dtype), K,
-                     SolverConfig(iterations=15))
+    res = solve_pose(
+        T0, pts, uv, torch.ones(pts.shape[:2], dtype=pts.dtype), K, SolverConfig(iterations=15)
+    )
     err_deg = rotation_angle_deg(res.T_cam_obj[:, :3, :3], T_gt[:, :3, :3])
     err_mm = 1e3 * (res.T_cam_obj[:, :3, 3] - T_gt[:, :3, 3]).norm(dim=-1)
     assert err_deg.max() < 0.01
@@ -64,8 +65,12 @@ def test_low_weight_outliers_do_not_stop_convergence():
     uv = _project(T_gt, pts, K)
     g = torch.Generator().manual_seed(5)
     out = torch.rand(B, N, generator=g) < 0.3
-    uv = torch.where(out[..., None], uv + (torch.rand(B, N, 2, generator=g, dtype=pts.dtype) - 0.5) * 200, uv)
-    w = torch.where(out, torch.full((B, N), 0.05, dtype=pts.dtype), torch.ones(B, N, dtype=pts.dtype))
+    uv = torch.where(
+        out[..., None], uv + (torch.rand(B, N, 2, generator=g, dtype=pts.dtype) - 0.5) * 200, uv
+    )
+    w = torch.where(
+        out, torch.full((B, N), 0.05, dtype=pts.dtype), torch.ones(B, N, dtype=pts.dtype)
+    )
     res = solve_pose(T0, pts, uv, w, K, SolverConfig(iterations=20))
     err_deg = rotation_angle_deg(res.T_cam_obj[:, :3, :3], T_gt[:, :3, :3])
     err_mm = 1e3 * (res.T_cam_obj[:, :3, 3] - T_gt[:, :3, 3]).norm(dim=-1)
@@ -86,8 +91,16 @@ def test_depth_residuals_fix_depth():
     g = torch.Generator().manual_seed(9)
     uv_noisy = uv + torch.randn(uv.shape, generator=g, dtype=uv.dtype)
     rgb = solve_pose(T0, pts, uv_noisy, ones, K, SolverConfig(iterations=15))
-    rgbd = solve_pose(T0, pts, uv_noisy, ones, K, SolverConfig(iterations=15), depth_target_m=z,
-                      depth_weights=ones)
+    rgbd = solve_pose(
+        T0,
+        pts,
+        uv_noisy,
+        ones,
+        K,
+        SolverConfig(iterations=15),
+        depth_target_m=z,
+        depth_weights=ones,
+    )
     dz_rgb = (rgb.T_cam_obj[:, 2, 3] - T_gt[:, 2, 3]).abs().mean()
     dz_rgbd = (rgbd.T_cam_obj[:, 2, 3] - T_gt[:, 2, 3]).abs().mean()
     assert dz_rgbd < dz_rgb
@@ -95,8 +108,13 @@ def test_depth_residuals_fix_depth():
 
 def test_no_valid_correspondence_keeps_the_pose():
     pts, T_gt, K = _scene(B=2)
-    res = solve_pose(T_gt, pts, torch.zeros(2, pts.shape[1], 2, dtype=pts.dtype),
-                     torch.zeros(pts.shape[:2], dtype=pts.dtype), K)
+    res = solve_pose(
+        T_gt,
+        pts,
+        torch.zeros(2, pts.shape[1], 2, dtype=pts.dtype),
+        torch.zeros(pts.shape[:2], dtype=pts.dtype),
+        K,
+    )
     assert torch.isfinite(res.T_cam_obj).all()
     assert torch.allclose(res.T_cam_obj, T_gt)
 
@@ -139,7 +157,9 @@ def test_solve_is_differentiable_gradcheck():
 @pytest.mark.parametrize("name,shape", [("uv_target", (2, 7, 3)), ("weights", (2, 8))])
 def test_shape_errors_name_the_argument(name, shape):
     pts, T_gt, K = _scene(B=2, N=7)
-    args = dict(uv_target=torch.zeros(2, 7, 2, dtype=pts.dtype), weights=torch.ones(2, 7, dtype=pts.dtype))
+    args = dict(
+        uv_target=torch.zeros(2, 7, 2, dtype=pts.dtype), weights=torch.ones(2, 7, dtype=pts.dtype)
+    )
     args[name] = torch.zeros(shape, dtype=pts.dtype)
     with pytest.raises(ValueError, match=name):
         solve_pose(T_gt, pts, args["uv_target"], args["weights"], K)

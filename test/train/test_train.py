@@ -2,9 +2,9 @@
 
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 import yaml
@@ -13,8 +13,15 @@ from pose_refiner_ros.cli import main
 from pose_refiner_ros.train.checkpoint import FORMAT, load_checkpoint
 
 TINY = {
-    "batch_size": 2, "crop_size": 64, "n_train_meshes": 3, "n_val_meshes": 2, "val_samples": 2,
-    "val_every": 2, "ckpt_every": 1, "warmup_steps": 1, "data_workers": 0,
+    "batch_size": 2,
+    "crop_size": 64,
+    "n_train_meshes": 3,
+    "n_val_meshes": 2,
+    "val_samples": 2,
+    "val_every": 2,
+    "ckpt_every": 1,
+    "warmup_steps": 1,
+    "data_workers": 0,
     "net": {"feat_dim": 16, "hidden": 16, "ctx": 16, "width": 16, "gru_iters": 2},
 }
 
@@ -41,8 +48,24 @@ def test_smoke_run_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     assert any((out / "tb").iterdir())  # TensorBoard events
     before = {k: v.clone() for k, v in net.state_dict().items()}
     # Resume continues from step 2 to 3 and changes the weights.
-    assert main(["train", "--config", str(cfg), "--out", str(out), "--max-steps", "3",
-                 "--resume", str(ckpt), "--set", "data_workers=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--out",
+                str(out),
+                "--max-steps",
+                "3",
+                "--resume",
+                str(ckpt),
+                "--set",
+                "data_workers=1",
+            ]
+        )
+        == 0
+    )
     blob = torch.load(ckpt, weights_only=True)
     assert blob["step"] == 3
     after = load_checkpoint(ckpt).state_dict()
@@ -54,14 +77,43 @@ def test_fine_tuning_on_user_objects(tmp_path):
 
     trimesh.creation.box(extents=(80, 50, 30)).export(tmp_path / "part.ply")
     (tmp_path / "objects.yaml").write_text(
-        yaml.safe_dump({"objects": [{"class_id": "part", "mesh": "part.ply", "scale": 0.001}]}))
+        yaml.safe_dump({"objects": [{"class_id": "part", "mesh": "part.ply", "scale": 0.001}]})
+    )
     out = tmp_path / "ft"
-    assert main(["train", "--config", str(_config(tmp_path, n_train_meshes=1)), "--out", str(out),
-                 "--max-steps", "1", "--objects", str(tmp_path / "objects.yaml")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(_config(tmp_path, n_train_meshes=1)),
+                "--out",
+                str(out),
+                "--max-steps",
+                "1",
+                "--objects",
+                str(tmp_path / "objects.yaml"),
+            ]
+        )
+        == 0
+    )
     init = out / "last.pt"
     out2 = tmp_path / "ft2"
-    assert main(["train", "--config", str(_config(tmp_path, n_train_meshes=1)), "--out", str(out2),
-                 "--max-steps", "1", "--init", str(init)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(_config(tmp_path, n_train_meshes=1)),
+                "--out",
+                str(out2),
+                "--max-steps",
+                "1",
+                "--init",
+                str(init),
+            ]
+        )
+        == 0
+    )
     assert (out2 / "last.pt").is_file()
 
 
@@ -70,9 +122,27 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "pose_refiner_ros.cli", "train", "--config", str(cfg), "--out", str(out), "--max-steps", "2"],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "pose_refiner_ros.cli",
+            "train",
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--max-steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
