@@ -383,7 +383,7 @@ class Renderer(abc.ABC):
     #: the backend's name, as given to :func:`make_renderer`.
     name: str = ""
 
-    @abc.abstractmethod
+    @torch.no_grad()
     def render(
         self,
         meshes: Sequence[RenderMesh],
@@ -405,6 +405,33 @@ class Renderer(abc.ABC):
         Returns:
             :class:`Fragments` of shape ``(B, height, width)`` on the meshes' device.
         """
+        batch = check_render_inputs(meshes, mesh_idx, K, T_cam_obj, height, width)
+        height, width = int(height), int(width)
+        device = meshes[0].device
+        if batch == 0:
+            return empty_fragments(batch, height, width, device)
+        return self._rasterize(
+            meshes,
+            mesh_idx.to(device=device, dtype=torch.int64),
+            K.to(device=device, dtype=torch.float32),
+            T_cam_obj.to(device=device, dtype=torch.float32),
+            height,
+            width,
+        )
+
+    @abc.abstractmethod
+    def _rasterize(
+        self,
+        meshes: Sequence[RenderMesh],
+        mesh_idx: torch.Tensor,
+        K: torch.Tensor,
+        T_cam_obj: torch.Tensor,
+        height: int,
+        width: int,
+    ) -> Fragments:
+        """The backend's work, on inputs :meth:`render` has checked: ``B > 0``, ``mesh_idx``
+        int64 and ``K``, ``T_cam_obj`` float32, all on the meshes' device; ``height`` and
+        ``width`` ints."""
 
 
 def make_renderer(backend: str = "auto", device: Device | None = None, **options) -> Renderer:

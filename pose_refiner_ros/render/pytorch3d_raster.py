@@ -32,7 +32,6 @@ from pose_refiner_ros.render.base import (
     Fragments,
     Renderer,
     RenderMesh,
-    check_render_inputs,
     empty_fragments,
     fragments_from_hits,
 )
@@ -71,8 +70,7 @@ class Pytorch3dRasterizer(Renderer):
         self.bin_size = bin_size
         self.max_faces_per_bin = max_faces_per_bin
 
-    @torch.no_grad()
-    def render(
+    def _rasterize(
         self,
         meshes: Sequence[RenderMesh],
         mesh_idx: torch.Tensor,
@@ -81,14 +79,8 @@ class Pytorch3dRasterizer(Renderer):
         height: int,
         width: int,
     ) -> Fragments:
-        batch = check_render_inputs(meshes, mesh_idx, K, T_cam_obj, height, width)
-        height, width = int(height), int(width)
+        batch = mesh_idx.shape[0]
         device = meshes[0].device
-        if batch == 0:
-            return empty_fragments(batch, height, width, device)
-        mesh_idx = mesh_idx.to(device=device, dtype=torch.int64)
-        K = K.to(device=device, dtype=torch.float32)
-        T_cam_obj = T_cam_obj.to(device=device, dtype=torch.float32)
         s = min(height, width) / 2.0
 
         verts_ndc, faces_kept, face_ids = [], [], []

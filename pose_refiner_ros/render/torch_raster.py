@@ -31,7 +31,6 @@ from pose_refiner_ros.render.base import (
     Fragments,
     Renderer,
     RenderMesh,
-    check_render_inputs,
     empty_fragments,
     fragments_from_hits,
 )
@@ -63,8 +62,7 @@ class TorchRasterizer(Renderer):
         self.max_candidates = int(max_candidates)
         self.eps = float(eps)
 
-    @torch.no_grad()
-    def render(
+    def _rasterize(
         self,
         meshes: Sequence[RenderMesh],
         mesh_idx: torch.Tensor,
@@ -73,14 +71,8 @@ class TorchRasterizer(Renderer):
         height: int,
         width: int,
     ) -> Fragments:
-        batch = check_render_inputs(meshes, mesh_idx, K, T_cam_obj, height, width)
-        height, width = int(height), int(width)
+        batch = mesh_idx.shape[0]
         device = meshes[0].device
-        if batch == 0:
-            return empty_fragments(batch, height, width, device)
-        mesh_idx = mesh_idx.to(device=device, dtype=torch.int64)
-        K = K.to(device=device, dtype=torch.float32)
-        T_cam_obj = T_cam_obj.to(device=device, dtype=torch.float32)
 
         packed = _project(meshes, mesh_idx.tolist(), K, T_cam_obj)
         faces = _setup_faces(packed, height, width, self.near)
