@@ -167,8 +167,10 @@ def node_command() -> list:
     return [found] if found else [sys.executable, "-m", "pose_refiner_ros.ros.node"]
 
 
-def start_node(params_file: Path, namespace: str, overrides: dict, env: dict, log_path: Path):
-    """Start the node as the launch file would; its output goes to ``log_path``."""
+def node_launch_command(params_file: Path, namespace: str, overrides: dict,
+                        remap: dict | None = None) -> list:
+    """``refiner_node --ros-args ...`` as ``launch/refiner.launch.py`` builds it: node
+    name, namespace, params file, parameter overrides and topic remappings."""
     cmd = node_command() + [
         "--ros-args",
         "-r",
@@ -180,6 +182,14 @@ def start_node(params_file: Path, namespace: str, overrides: dict, env: dict, lo
     ]
     for k, v in overrides.items():
         cmd += ["-p", f"{k}:={v}"]
+    for k, v in (remap or {}).items():
+        cmd += ["-r", f"{k}:={v}"]
+    return cmd
+
+
+def start_node(params_file: Path, namespace: str, overrides: dict, env: dict, log_path: Path):
+    """Start the node as the launch file would; its output goes to ``log_path``."""
+    cmd = node_launch_command(params_file, namespace, overrides)
     log = open(log_path, "w")
     return subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

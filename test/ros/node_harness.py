@@ -23,23 +23,10 @@ CLASSES = ("mug", "compound", "lshape", "box")
 
 
 def node_command(namespace: str, overrides: dict, remap: dict | None = None) -> list:
-    """``refiner_node --ros-args ...`` as the launch file builds it."""
-    from pose_refiner_ros.ros.demo import node_command as executable
+    """``refiner_node --ros-args ...`` as the launch file builds it (the demo's builder)."""
+    from pose_refiner_ros.ros.demo import node_launch_command
 
-    cmd = executable() + [
-        "--ros-args",
-        "-r",
-        "__node:=pose_refiner",
-        "-r",
-        f"__ns:=/{namespace}",
-        "--params-file",
-        str(PARAMS_FILE),
-    ]
-    for k, v in overrides.items():
-        cmd += ["-p", f"{k}:={v}"]
-    for k, v in (remap or {}).items():
-        cmd += ["-r", f"{k}:={v}"]
-    return cmd
+    return node_launch_command(PARAMS_FILE, namespace, overrides, remap)
 
 
 def start_node(namespace: str, overrides: dict, env: dict, log_path: Path, remap=None):
