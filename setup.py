@@ -33,7 +33,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (SHARE, ["package.xml"]),
         (os.path.join(SHARE, "launch"), sorted(glob("launch/*.py"))),
-        (os.path.join(SHARE, "config"), sorted(glob("config/*.yaml"))),
+        (os.path.join(SHARE, "config"), sorted(glob("config/*.yaml") + glob("config/*.xml"))),
         *tree("models"),
     ],
     # rclpy and the message packages are not listed: they come from a ROS 2

@@ -37,6 +37,8 @@ import uuid
 
 import numpy as np
 
+from pose_refiner_ros.resources import share_dir
+
 #: The demo objects: class id -> (procedural split, index). ``val`` meshes are held out
 #: from training (``data.procedural``); these four are asymmetric, so every error is
 #: well defined without symmetry handling.
@@ -207,49 +209,31 @@ def stop_node(proc, timeout: float = 10.0) -> None:
             proc.wait()
 
 
-#: A Fast DDS profile whose shared-memory segments hold a whole camera image. With the
-#: default 512 KB segment, Fast DDS cannot deliver a sample larger than that (a 640x480
-#: rgb8 image is 900 KB) through shared memory, and over UDP a best-effort reader (the
-#: sensor-data QoS of camera topics) loses every sample that the socket buffer cannot
-#: hold at once: best-effort images above ~512 KB never arrive. Reliable readers are not
-#: affected (fragments are resent).
-FASTDDS_LARGE_DATA_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<!-- Fast DDS: shared-memory segments of 32 MB so that best-effort camera images arrive.
-     Use with FASTDDS_DEFAULT_PROFILES_FILE=<this file> (Fast DDS 3, ROS 2 Kilted and
-     later) or FASTRTPS_DEFAULT_PROFILES_FILE=<this file> (Fast DDS 2, Humble, Jazzy). -->
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>shm_large_segment</transport_id>
-        <type>SHM</type>
-        <segment_size>33554432</segment_size>
-      </transport_descriptor>
-      <transport_descriptor>
-        <transport_id>udp</transport_id>
-        <type>UDPv4</type>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="pose_refiner_large_data" is_default_profile="true">
-      <rtps>
-        <userTransports>
-          <transport_id>shm_large_segment</transport_id>
-          <transport_id>udp</transport_id>
-        </userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
+#: The Fast DDS profile installed with the package (``config/fastdds_large_data.xml``):
+#: shared-memory segments that hold a whole camera image. With the default 512 KB
+#: segment, Fast DDS cannot deliver a sample larger than that (a 640x480 rgb8 image is
+#: 900 KB) through shared memory, and over UDP a best-effort reader (the sensor-data QoS
+#: of camera topics) loses every sample that the socket buffer cannot hold at once:
+#: best-effort images above ~512 KB never arrive. Reliable readers are not affected
+#: (fragments are resent).
+LARGE_DATA_PROFILE_NAME = "fastdds_large_data.xml"
 
 
-def ros_env(directory: str | Path | None = None, base: dict | None = None) -> dict:
+def large_data_profile() -> Path:
+    """Path of the installed Fast DDS large-data profile."""
+    path = share_dir() / "config" / LARGE_DATA_PROFILE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: reinstall pose_refiner_ros (colcon build or pip install .)"
+        )
+    return path
+
+
+def ros_env(base: dict | None = None) -> dict:
     """The environment of the demo's (and the node tests') ROS processes: ``base``
     (default ``os.environ``) with a domain of its own (from the pid) unless
     ``ROS_DOMAIN_ID`` is set, localhost-only discovery, and, unless a Fast DDS profile of
-    the user's is set, the large-data profile (written to ``directory``, default the
-    temporary directory)."""
+    the user's is set, the installed large-data profile (:func:`large_data_profile`)."""
     env = dict(os.environ if base is None else base)
     env.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -261,20 +245,8 @@ def ros_env(directory: str | Path | None = None, base: dict | None = None) -> di
         # wheels) FASTDDS_... and warns that FASTRTPS_... is deprecated.
         fast_dds_2 = env.get("ROS_DISTRO") in ("humble", "iron", "jazzy")
         key = "FASTRTPS_DEFAULT_PROFILES_FILE" if fast_dds_2 else "FASTDDS_DEFAULT_PROFILES_FILE"
-        env[key] = str(write_large_data_profile(directory))
+        env[key] = str(large_data_profile())
     return env
-
-
-def write_large_data_profile(directory: str | Path | None = None) -> Path:
-    """Write :data:`FASTDDS_LARGE_DATA_PROFILE` to ``directory`` (default: the temporary
-    directory) unless it is there already; returns its path."""
-    path = Path(directory or tempfile.gettempdir()) / "pose_refiner_fastdds_large_data.xml"
-    if not path.is_file() or path.read_text() != FASTDDS_LARGE_DATA_PROFILE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}")
-        tmp.write_text(FASTDDS_LARGE_DATA_PROFILE)
-        os.replace(tmp, path)
-    return path
 
 
 ENV_KEYS = (
@@ -433,7 +405,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("frame_*.png"):
         old.unlink()
-    env = ros_env(out_dir)
+    env = ros_env()
     os.environ.update({k: env[k] for k in ENV_KEYS if k in env})
     namespace = f"pose_refiner_demo_{uuid.uuid4().hex[:8]}"
     log_path = out_dir / "node.log"

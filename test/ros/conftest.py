@@ -2,7 +2,7 @@
 
 Fast DDS reads its XML profile once per process, when the first participant is created,
 and a best-effort reader never gets a sample larger than the publisher's shared-memory
-segment (512 KB by default; see ``pose_refiner_ros.ros.demo.FASTDDS_LARGE_DATA_PROFILE``).
+segment (512 KB by default; see ``config/fastdds_large_data.xml``).
 The test process publishes 640x480 images, so the profile is set here, at collection,
 before any test creates a participant. A profile the user set is kept.
 """

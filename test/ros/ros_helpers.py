@@ -36,7 +36,7 @@ def require_ros() -> None:
 def isolate_ros_env(env: dict) -> dict:
     """A domain id of this test session's own, localhost-only discovery, and the Fast
     DDS profile that lets best-effort camera images through (see
-    ``pose_refiner_ros.ros.demo.FASTDDS_LARGE_DATA_PROFILE``)."""
+    ``config/fastdds_large_data.xml``)."""
     from pose_refiner_ros.ros.demo import ros_env
 
     return ros_env(base={**env, "ROS_DOMAIN_ID": str(101 + os.getpid() % 100)})
