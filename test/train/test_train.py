@@ -147,3 +147,15 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
+
+
+def test_bundled_training_configs_are_valid():
+    """Every config/train*.yaml builds a TrainConfig, and its data overrides a SyntheticConfig."""
+    from pose_refiner_ros.data.synthetic import SyntheticConfig
+    from pose_refiner_ros.train.trainer import TrainConfig
+
+    paths = sorted((Path(__file__).resolve().parents[2] / "config").glob("train*.yaml"))
+    assert len(paths) >= 2
+    for p in paths:
+        cfg = TrainConfig.from_dict(yaml.safe_load(p.read_text()))
+        SyntheticConfig.from_dict(dict(cfg.synthetic))
