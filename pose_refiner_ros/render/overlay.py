@@ -36,7 +36,7 @@ def draw_contours(
     H, W = out.shape[:2]
     dev = meshes[0].verts_m.device
     T = torch.as_tensor(np.stack(poses), dtype=torch.float32, device=dev)
-    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=dev)[None].expand(
+    Kt = torch.as_tensor(np.array(K, dtype=np.float32), device=dev)[None].expand(
         len(poses), 3, 3
     )
     idx = torch.as_tensor(list(mesh_idx), device=dev)

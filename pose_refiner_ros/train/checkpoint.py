@@ -54,7 +54,8 @@ def read_checkpoint(path: str | Path) -> dict:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt files
         raise CheckpointError(
-            f"model checkpoint {path} could not be read ({e}); restore it from the repository or re-train it"
+            f"model checkpoint {path} could not be read ({e}); "
+            "restore it from the repository or re-train it"
         ) from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(
