@@ -60,6 +60,7 @@ from scipy.spatial.transform import Rotation
 import torch
 import torch.nn.functional as F
 
+from pose_refiner_ros.config_dict import dataclass_from_dict
 from pose_refiner_ros.data.perturb import perturb_pose
 
 __all__ = [
@@ -203,12 +204,7 @@ class SyntheticConfig:
     @classmethod
     def from_dict(cls, d: dict) -> SyntheticConfig:
         """Build from a plain dict (e.g. YAML); lists become tuples; unknown keys raise."""
-        names = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"SyntheticConfig: unknown keys {sorted(unknown)}; "
-                             f"known: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return dataclass_from_dict(cls, d, "SyntheticConfig", lists_to_tuples=True)
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,14 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import time
 
 import numpy as np
 import torch
 
+from ..config_dict import dataclass_from_dict
 from ..geometry.crop import compute_crops, crop_images
 from ..geometry.lie import rotation_angle_deg, transform_points
 from ..mesh.registry import ObjectRegistry
@@ -100,16 +101,7 @@ class RefinerConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RefinerConfig:
         """Build from a plain dict (YAML, checkpoint); unknown keys raise ``ValueError``."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(
-                f"refiner config: unknown keys {sorted(unknown)}; known: {sorted(names)}"
-            )
-        d = dict(d)
-        if isinstance(d.get("solver"), dict):
-            d["solver"] = SolverConfig(**d["solver"])
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "refiner config", nested=(("solver", SolverConfig),))
 
 
 @dataclass(frozen=True)

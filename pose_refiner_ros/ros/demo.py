@@ -198,8 +198,9 @@ def start_node(params_file: Path, namespace: str, overrides: dict, env: dict, lo
     ), cmd
 
 
-def stop_node(proc, timeout: float = 10.0) -> None:
-    """SIGINT (clean shutdown), then SIGKILL if it does not exit in ``timeout`` s."""
+def stop_node(proc, timeout: float = 10.0) -> int:
+    """SIGINT (clean shutdown), then SIGKILL if it does not exit in ``timeout`` s; returns
+    the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -207,6 +208,7 @@ def stop_node(proc, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    return proc.returncode
 
 
 #: The Fast DDS profile installed with the package (``config/fastdds_large_data.xml``):

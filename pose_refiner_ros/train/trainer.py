@@ -17,7 +17,7 @@ Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1), it wraps the netw
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 import json
 import math
 import os
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import yaml
 
+from ..config_dict import dataclass_from_dict
 from ..net.model import CorrespondenceNet, NetConfig
 from ..refine.field import correspondences
 from ..refine.refiner import render_input, resolve_device
@@ -115,17 +116,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(
-                f"train config: unknown keys {sorted(unknown)}; known: {sorted(names)}"
-            )
-        d = dict(d)
-        for key, typ in (("net", NetConfig), ("loss", LossWeights), ("solver", SolverConfig)):
-            if isinstance(d.get(key), dict):
-                d[key] = typ(**d[key])
-        return cls(**d)
+        return dataclass_from_dict(
+            cls, d, "train config",
+            nested=(("net", NetConfig), ("loss", LossWeights), ("solver", SolverConfig)),
+        )
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> TrainConfig:

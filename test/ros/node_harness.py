@@ -42,16 +42,9 @@ def start_node(namespace: str, overrides: dict, env: dict, log_path: Path, remap
 
 
 def stop_node(proc, timeout: float = 15.0) -> int:
-    import signal
+    from pose_refiner_ros.ros.demo import stop_node as stop
 
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return stop(proc, timeout)
 
 
 def header(stamp_ns: int, frame_id: str = FRAME_ID):

@@ -1,0 +1,36 @@
+"""Settings dataclasses from plain dicts (YAML files, checkpoint metadata).
+
+One rule for every config of the project: an unknown key is an error that lists the known
+ones (a typo in a YAML file must not be silently ignored), and nested settings given as
+dicts become their own dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+
+def dataclass_from_dict(cls, d: dict, what: str, nested: tuple = (), lists_to_tuples=False):
+    """Build the dataclass ``cls`` from ``d``.
+
+    Args:
+        cls: the dataclass.
+        d: its fields by name; missing ones take their defaults.
+        what: the config's name in the error message.
+        nested: ``(key, dataclass)`` pairs: a dict under ``key`` becomes that dataclass.
+        lists_to_tuples: turn list values into tuples (frozen, hashable settings).
+
+    Raises:
+        ValueError: ``d`` has keys that are not fields of ``cls``.
+    """
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{what}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+    d = dict(d)
+    for key, typ in nested:
+        if isinstance(d.get(key), dict):
+            d[key] = typ(**d[key])
+    if lists_to_tuples:
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**d)
