@@ -187,6 +187,37 @@ def as_image_tensor(image, device) -> torch.Tensor:
     return t.permute(2, 0, 1)[None].contiguous()
 
 
+def plane_terms(depth_crop, frags, corr, T, K_crop, gate_m) -> dict:
+    """Point-to-plane matches of the correspondences' points (``solve_pose`` keywords).
+
+    Each grid point is matched to the surface measured at the pixel where it is rendered
+    now (projective association, as in KinectFusion's ICP), not where the field says it
+    is: this pulls the rendered surface onto the measured one independently of the
+    field's error. Matches further than ``gate_m`` from the rendered depth are dropped
+    (background, occluders, a pose still far off).
+
+    Args:
+        depth_crop: (B, 1, S, S) measured depth in the crop, metres; 0 = none.
+        frags: the crop's rendering at ``T`` (``normal_cam`` (B, S, S, 3), ``depth_m``).
+        corr: the correspondences read from it (grid points ``uv_src`` (B, N, 2)).
+        T: (B, 4, 4) the pose it was rendered at.
+        K_crop: (B, 3, 3) the crop's intrinsics.
+        gate_m: (B,) the match gate, metres.
+    """
+    S = depth_crop.shape[-1]
+    ui, vi = corr.uv_src[0, :, 0].long(), corr.uv_src[0, :, 1].long()
+    d = sample_map(depth_crop, corr.uv_src, S, mode="nearest")[..., 0]  # (B, N)
+    z_ren = frags.depth_m[:, vi, ui]
+    n_cam = frags.normal_cam[:, vi, ui]
+    n_obj = (T[:, None, :3, :3] * n_cam[..., :, None]).sum(-2)  # R^T n
+    fx, fy = K_crop[:, 0, 0, None], K_crop[:, 1, 1, None]
+    cx, cy = K_crop[:, 0, 2, None], K_crop[:, 1, 2, None]
+    u, v = corr.uv_src.unbind(-1)
+    X = torch.stack([(u - cx) / fx * d, (v - cy) / fy * d, d], dim=-1)
+    ok = corr.valid & (d > 0) & ((d - z_ren).abs() < gate_m[:, None])
+    return dict(plane_target_cam_m=X, plane_normals_obj=n_obj, plane_weights=ok.to(d.dtype))
+
+
 class _Timer:
     def __init__(self, device: torch.device):
         self.device = device
@@ -396,6 +427,11 @@ class Refiner:
                     gate = cfg.depth_gate_diameters * diam[idx, None] + cfg.depth_gate_m
                     plausible = (d > 0) & ((d - z_now).abs() < gate)
                     d_kw = dict(depth_target_m=d, depth_weights=corr.weight * plausible)
+                    if cfg.solver.plane_weight > 0:
+                        d_kw.update(plane_terms(
+                            depth_crop, frags, corr, T[idx], crop.K_crop,
+                            cfg.depth_gate_diameters * diam[idx] + cfg.depth_gate_m,
+                        ))
                 res = solve_pose(
                     T[idx], corr.pts_obj, corr.uv_tgt, corr.weight, crop.K_crop, cfg.solver, **d_kw
                 )

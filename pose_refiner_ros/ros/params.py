@@ -147,8 +147,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "use_depth",
         False,
-        "subscribe to 'depth' and refine with depth residuals (RGB-D); frames then "
-        "wait for a depth image with the image's stamp",
+        "subscribe to 'depth' and refine with depth and point-to-plane residuals (RGB-D); "
+        "frames then wait for a depth image with the image's stamp",
         read_only=True,
     ),
     ParamSpec("publish_tf", True, "broadcast one TF frame per refined object"),

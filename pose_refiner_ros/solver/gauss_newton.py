@@ -5,6 +5,13 @@ each with a weight in [0, 1], find the pose ``T_cam_obj`` minimising
 
     sum_i  w_i * rho(|| pi(K, T_cam_obj p_i) - uv_i ||^2)      (+ depth terms, RGB-D mode)
 
+RGB-D mode adds two kinds of residual, both converted to pixel-equivalents (metres
+times ``f / Z``): the depth of each point against the depth measured where the field
+says it is, ``Z(T p_i) - d_i``; and a point-to-plane residual against the measured
+surface where the point is rendered now, ``n_i . (T p_i - X_i)`` with ``n_i`` the
+point's normal rotated by ``T`` (its Jacobian treats the normal as fixed, the usual
+Gauss-Newton approximation of projective ICP).
+
 where ``pi`` is the pinhole projection and ``rho`` a Huber loss applied by iteratively
 re-weighted least squares. Updates are left perturbations in the camera frame,
 ``T <- exp(xi) T`` with ``xi = (v, w)`` (see ``geometry.lie``), and the Jacobians are
@@ -42,7 +49,9 @@ class SolverConfig:
         damping: initial LM damping, relative to the diagonal of the normal matrix.
         depth_weight: weight of a depth residual relative to a pixel residual; depth
             residuals are converted to pixels by ``f / Z`` before weighting.
-        huber_depth_px: Huber threshold of the depth residual (pixel-equivalent).
+        huber_depth_px: Huber threshold of the depth and point-to-plane residuals
+            (pixel-equivalent).
+        plane_weight: weight of a point-to-plane residual relative to a pixel residual.
         min_depth_m: points predicted closer than this are ignored.
         max_step_rad: rotation part of one step is clipped to this angle.
     """
@@ -52,6 +61,7 @@ class SolverConfig:
     damping: float = 1e-3
     depth_weight: float = 1.0
     huber_depth_px: float = 4.0
+    plane_weight: float = 1.0
     min_depth_m: float = 1e-3
     max_step_rad: float = 0.5
 
@@ -102,6 +112,16 @@ def depth_jacobian(pts_cam: torch.Tensor) -> torch.Tensor:
     return torch.stack([zero, zero, one, Y, -X, zero], dim=-1)
 
 
+def plane_jacobian(pts_cam: torch.Tensor, normals_cam: torch.Tensor) -> torch.Tensor:
+    """d(n . p_cam)/d(xi) with the normal held fixed: (B, N, 3) x2 -> (B, N, 6) = [n, p x n]."""
+    return torch.cat([normals_cam, torch.cross(pts_cam, normals_cam, dim=-1)], dim=-1)
+
+
+def _rotate(T: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Rotate object-frame vectors (B, N, 3) into the camera frame by ``T``'s rotation."""
+    return (T[:, None, :3, :3] * v[:, :, None, :]).sum(-1)
+
+
 def _huber_weight(r_norm: torch.Tensor, delta: float) -> torch.Tensor:
     """IRLS weight of the Huber loss for residual norms ``r_norm``."""
     return torch.where(r_norm <= delta, torch.ones_like(r_norm), delta / r_norm.clamp_min(1e-12))
@@ -139,6 +159,9 @@ def solve_pose(
     cfg: SolverConfig = SolverConfig(),
     depth_target_m: torch.Tensor | None = None,
     depth_weights: torch.Tensor | None = None,
+    plane_target_cam_m: torch.Tensor | None = None,
+    plane_normals_obj: torch.Tensor | None = None,
+    plane_weights: torch.Tensor | None = None,
 ) -> SolveResult:
     """Robust weighted LM on SE(3).
 
@@ -155,6 +178,12 @@ def solve_pose(
             correspondence: adds residuals ``Z(T p_i) - depth_i`` (RGB-D mode).
         depth_weights: (B, N) weights of the depth residuals; 0 where there is no
             measurement. Required with ``depth_target_m``.
+        plane_target_cam_m: optional (B, N, 3) measured surface point (camera frame,
+            metres) each object point is matched to: adds point-to-plane residuals
+            ``n_i . (T p_i - X_i)`` (RGB-D mode).
+        plane_normals_obj: (B, N, 3) unit normals of ``pts_obj``, object frame.
+        plane_weights: (B, N) weights of the point-to-plane residuals; 0 where there is
+            no match. Both required with ``plane_target_cam_m``.
 
     Returns:
         :class:`SolveResult`.
@@ -171,15 +200,26 @@ def solve_pose(
             raise ValueError("depth_weights: required when depth_target_m is given")
         _check("depth_target_m", depth_target_m, (B, N))
         _check("depth_weights", depth_weights, (B, N))
+    plane = None
+    if plane_target_cam_m is not None:
+        if plane_normals_obj is None or plane_weights is None:
+            raise ValueError(
+                "plane_normals_obj, plane_weights: required when plane_target_cam_m is given"
+            )
+        _check("plane_target_cam_m", plane_target_cam_m, (B, N, 3))
+        _check("plane_normals_obj", plane_normals_obj, (B, N, 3))
+        _check("plane_weights", plane_weights, (B, N))
+        plane = (plane_target_cam_m, plane_normals_obj, plane_weights)
 
     dtype, device = pts_obj.dtype, pts_obj.device
     eye6 = torch.eye(6, dtype=dtype, device=device)
-    depth = (depth_target_m, depth_weights) if use_depth else None
+    # RGB-D residual terms, each None when absent.
+    terms = ((depth_target_m, depth_weights) if use_depth else None, plane)
     T = T_init
-    cost, _ = _robust_cost(T, pts_obj, uv_target, weights, K, cfg, depth)
+    cost, _ = _robust_cost(T, pts_obj, uv_target, weights, K, cfg, terms)
     lam = torch.full((B, 1, 1), cfg.damping, dtype=dtype, device=device)
     for _ in range(cfg.iterations):
-        H, g = _normal_equations(T, pts_obj, uv_target, weights, K, cfg, depth)
+        H, g = _normal_equations(T, pts_obj, uv_target, weights, K, cfg, terms)
         diag = torch.diagonal(H, dim1=-2, dim2=-1)
         # Damp each direction relative to its own curvature, plus a tiny absolute term
         # so that an object with no valid correspondence gets a zero step, not a NaN.
@@ -188,7 +228,7 @@ def solve_pose(
         ang = xi[:, 3:].norm(dim=-1, keepdim=True)
         xi = xi * (cfg.max_step_rad / ang.clamp_min(1e-12)).clamp(max=1.0)
         T_new = se3_exp(xi) @ T
-        cost_new, _ = _robust_cost(T_new, pts_obj, uv_target, weights, K, cfg, depth)
+        cost_new, _ = _robust_cost(T_new, pts_obj, uv_target, weights, K, cfg, terms)
         # Levenberg-Marquardt acceptance, per object: keep a step that lowers the cost
         # and trust the quadratic model more; otherwise stay and damp harder.
         accept = cost_new.detach() <= cost.detach() * (1 + 1e-6) + 1e-12
@@ -196,7 +236,7 @@ def solve_pose(
         cost = torch.where(accept, cost_new, cost)
         lam = torch.where(accept[:, None, None], lam * 0.3, lam * 10.0).clamp(1e-6, 1e6)
 
-    _, res = _robust_cost(T, pts_obj, uv_target, weights, K, cfg, depth)
+    _, res = _robust_cost(T, pts_obj, uv_target, weights, K, cfg, terms)
     return SolveResult(T_cam_obj=T, residual_px=res, cost=cost)
 
 
@@ -210,7 +250,7 @@ def _huber(x: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.where(x <= delta, 0.5 * x**2, delta * (x - 0.5 * delta))
 
 
-def _robust_cost(T, pts_obj, uv_target, weights, K, cfg: SolverConfig, depth):
+def _robust_cost(T, pts_obj, uv_target, weights, K, cfg: SolverConfig, terms):
     """Weighted robust cost per object (B,) and reprojection residual norms (B, N).
 
     Points behind the camera get residual inf and cost the Huber value of a residual of
@@ -223,18 +263,27 @@ def _robust_cost(T, pts_obj, uv_target, weights, K, cfg: SolverConfig, depth):
     rob = torch.where(front, _huber(res, cfg.huber_px), behind)
     cost = (weights * rob).sum(-1)
     wsum = weights.sum(-1)
+    depth, plane = terms
+    f_over_z = 0.5 * (K[:, 0, 0, None] + K[:, 1, 1, None]) / pts_cam[..., 2].clamp_min(
+        cfg.min_depth_m
+    )
     if depth is not None:
         d_m, d_w = depth
-        f = 0.5 * (K[:, 0, 0, None] + K[:, 1, 1, None])
-        rz = (pts_cam[..., 2] - d_m).abs() * f / pts_cam[..., 2].clamp_min(cfg.min_depth_m)
+        rz = (pts_cam[..., 2] - d_m).abs() * f_over_z
         wz = cfg.depth_weight * d_w
         cost = cost + (wz * torch.where(front, _huber(rz, cfg.huber_depth_px), behind)).sum(-1)
         wsum = wsum + wz.sum(-1)
+    if plane is not None:
+        X, n_obj, p_w = plane
+        rp = ((pts_cam - X) * _rotate(T, n_obj)).sum(-1).abs() * f_over_z
+        wp = cfg.plane_weight * p_w
+        cost = cost + (wp * torch.where(front, _huber(rp, cfg.huber_depth_px), behind)).sum(-1)
+        wsum = wsum + wp.sum(-1)
     res = torch.where(front, res, torch.full_like(res, float("inf")))
     return cost / wsum.clamp_min(1e-9), res
 
 
-def _normal_equations(T, pts_obj, uv_target, weights, K, cfg: SolverConfig, depth):
+def _normal_equations(T, pts_obj, uv_target, weights, K, cfg: SolverConfig, terms):
     """IRLS normal equations ``H (B,6,6)`` and gradient ``g (B,6)`` at ``T``."""
     pts_cam = _transform(T, pts_obj)
     front = pts_cam[..., 2] > cfg.min_depth_m
@@ -245,14 +294,23 @@ def _normal_equations(T, pts_obj, uv_target, weights, K, cfg: SolverConfig, dept
     w = weights * front * _huber_weight(r.detach().norm(dim=-1), cfg.huber_px)
     H = torch.einsum("bn,bnki,bnkj->bij", w, J, J)
     g = torch.einsum("bn,bnki,bnk->bi", w, J, r)
+    depth, plane = terms
+    # Depth residuals in pixel-equivalents (metres times f / Z), so that one weight
+    # balances them against reprojection residuals at any distance.
+    f_over_z = (0.5 * (K[:, 0, 0, None] + K[:, 1, 1, None])) / pts_safe[..., 2]
     if depth is not None:
         d_m, d_w = depth
-        # Depth residuals in pixel-equivalents (metres times f / Z), so that one weight
-        # balances them against reprojection residuals at any distance.
-        f_over_z = (0.5 * (K[:, 0, 0, None] + K[:, 1, 1, None])) / pts_safe[..., 2]
         rz = (pts_safe[..., 2] - d_m) * f_over_z
         Jz = depth_jacobian(pts_safe) * f_over_z[..., None]
         wz = cfg.depth_weight * d_w * front * _huber_weight(rz.detach().abs(), cfg.huber_depth_px)
         H = H + torch.einsum("bn,bni,bnj->bij", wz, Jz, Jz)
         g = g + torch.einsum("bn,bni,bn->bi", wz, Jz, rz)
+    if plane is not None:
+        X, n_obj, p_w = plane
+        n_cam = _rotate(T, n_obj)
+        rp = ((pts_safe - X) * n_cam).sum(-1) * f_over_z
+        Jp = plane_jacobian(pts_safe, n_cam) * f_over_z[..., None]
+        wp = cfg.plane_weight * p_w * front * _huber_weight(rp.detach().abs(), cfg.huber_depth_px)
+        H = H + torch.einsum("bn,bni,bnj->bij", wp, Jp, Jp)
+        g = g + torch.einsum("bn,bni,bn->bi", wp, Jp, rp)
     return H, g

@@ -9,6 +9,7 @@ from pose_refiner_ros.geometry.lie import make_T, rotation_angle_deg, se3_exp, s
 from pose_refiner_ros.solver.gauss_newton import (
     SolverConfig,
     depth_jacobian,
+    plane_jacobian,
     reprojection_jacobian,
     solve_pose,
 )
@@ -106,6 +107,54 @@ def test_depth_residuals_fix_depth():
     assert dz_rgbd < dz_rgb
 
 
+def _box_surface(B=2, n_side=12, size=0.1, dtype=torch.float64):
+    """Points on three faces of a cube (object frame) and their outward normals."""
+    a = torch.linspace(-0.5, 0.5, n_side, dtype=dtype) * size
+    u, v = torch.meshgrid(a, a, indexing="ij")
+    u, v = u.reshape(-1), v.reshape(-1)
+    h = torch.full_like(u, size / 2)
+    pts = torch.cat([torch.stack(c, -1) for c in ((h, u, v), (u, h, v), (u, v, h))])
+    nrm = torch.cat([torch.tensor(n, dtype=dtype).expand(len(u), 3)
+                     for n in ((1, 0, 0), (0, 1, 0), (0, 0, 1))])
+    return pts.expand(B, -1, -1).clone(), nrm.expand(B, -1, -1).clone()
+
+
+def test_point_to_plane_residuals_alone_reach_the_true_pose():
+    # Three non-parallel planes constrain all six degrees of freedom, so the measured
+    # surface alone (no usable 2D correspondence) pins the pose.
+    pts, nrm = _box_surface()
+    _, T_gt, K = _scene(B=2, seed=11)
+    T0 = _perturb(T_gt, deg=4.0, cm=1.0, seed=12)
+    X = pts @ T_gt[:, :3, :3].transpose(1, 2) + T_gt[:, None, :3, 3]
+    zeros = torch.zeros(pts.shape[:2], dtype=pts.dtype)
+    res = solve_pose(
+        T0, pts, torch.zeros(*pts.shape[:2], 2, dtype=pts.dtype), zeros, K,
+        SolverConfig(iterations=20), plane_target_cam_m=X, plane_normals_obj=nrm,
+        plane_weights=torch.ones_like(zeros),
+    )
+    assert rotation_angle_deg(res.T_cam_obj[:, :3, :3], T_gt[:, :3, :3]).max() < 0.01
+    assert 1e3 * (res.T_cam_obj[:, :3, 3] - T_gt[:, :3, 3]).norm(dim=-1).max() < 0.05
+    # Weight 0 switches the term off: the pose stays where it started.
+    off = solve_pose(
+        T0, pts, torch.zeros(*pts.shape[:2], 2, dtype=pts.dtype), zeros, K,
+        SolverConfig(iterations=20, plane_weight=0.0), plane_target_cam_m=X,
+        plane_normals_obj=nrm, plane_weights=torch.ones_like(zeros),
+    )
+    assert torch.allclose(off.T_cam_obj, T0)
+
+
+def test_point_to_plane_needs_normals_and_weights():
+    pts, nrm = _box_surface(B=1, n_side=3)
+    _, T_gt, K = _scene(B=1)
+    uv = torch.zeros(*pts.shape[:2], 2, dtype=pts.dtype)
+    w = torch.ones(pts.shape[:2], dtype=pts.dtype)
+    with pytest.raises(ValueError, match="plane_normals_obj"):
+        solve_pose(T_gt, pts, uv, w, K, plane_target_cam_m=pts)
+    with pytest.raises(ValueError, match="plane_normals_obj"):
+        solve_pose(T_gt, pts, uv, w, K, plane_target_cam_m=pts, plane_normals_obj=nrm[:, :2],
+                   plane_weights=w)
+
+
 def test_no_valid_correspondence_keeps_the_pose():
     pts, T_gt, K = _scene(B=2)
     res = solve_pose(
@@ -140,6 +189,17 @@ def test_jacobians_match_autograd_float64():
     Jz_auto = torch.autograd.functional.jacobian(z_of, xi0)
     Jz_auto = torch.stack([Jz_auto[b, :, b] for b in range(2)])
     assert torch.allclose(depth_jacobian(pts_cam), Jz_auto, atol=1e-9)
+
+    # Point-to-plane, normal held fixed: d(n . p_cam)/d(xi).
+    n = torch.nn.functional.normalize(torch.randn(2, 5, 3, dtype=torch.float64), dim=-1)
+
+    def plane_of(xi):
+        T = se3_exp(xi) @ T_gt
+        return ((pts @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]) * n).sum(-1)
+
+    Jp_auto = torch.autograd.functional.jacobian(plane_of, xi0)
+    Jp_auto = torch.stack([Jp_auto[b, :, b] for b in range(2)])
+    assert torch.allclose(plane_jacobian(pts_cam, n), Jp_auto, atol=1e-9)
 
 
 def test_solve_is_differentiable_gradcheck():
