@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..config_dict import dataclass_from_dict
+from ..geometry.camera import backproject
 from ..geometry.crop import compute_crops, crop_images
 from ..geometry.lie import rotation_angle_deg, transform_points
 from ..mesh.registry import ObjectRegistry
@@ -202,20 +203,16 @@ def plane_terms(depth_crop, frags, corr, T, K_crop, gate_m) -> dict:
         corr: the correspondences read from it (grid points ``uv_src`` (B, N, 2)).
         T: (B, 4, 4) the pose it was rendered at.
         K_crop: (B, 3, 3) the crop's intrinsics.
-        gate_m: (B,) the match gate, metres.
+        gate_m: (B, 1) the match gate, metres.
     """
-    S = depth_crop.shape[-1]
+    # The grid points are whole crop pixels, the same for every object.
     ui, vi = corr.uv_src[0, :, 0].long(), corr.uv_src[0, :, 1].long()
-    d = sample_map(depth_crop, corr.uv_src, S, mode="nearest")[..., 0]  # (B, N)
-    z_ren = frags.depth_m[:, vi, ui]
+    d = depth_crop[:, 0, vi, ui]  # (B, N)
     n_cam = frags.normal_cam[:, vi, ui]
     n_obj = (T[:, None, :3, :3] * n_cam[..., :, None]).sum(-2)  # R^T n
-    fx, fy = K_crop[:, 0, 0, None], K_crop[:, 1, 1, None]
-    cx, cy = K_crop[:, 0, 2, None], K_crop[:, 1, 2, None]
-    u, v = corr.uv_src.unbind(-1)
-    X = torch.stack([(u - cx) / fx * d, (v - cy) / fy * d, d], dim=-1)
-    ok = corr.valid & (d > 0) & ((d - z_ren).abs() < gate_m[:, None])
-    return dict(plane_target_cam_m=X, plane_normals_obj=n_obj, plane_weights=ok.to(d.dtype))
+    ok = corr.valid & (d > 0) & ((d - frags.depth_m[:, vi, ui]).abs() < gate_m)
+    return dict(plane_target_cam_m=backproject(corr.uv_src, d, K_crop),
+                plane_normals_obj=n_obj, plane_weights=ok.to(d.dtype))
 
 
 class _Timer:
@@ -428,10 +425,7 @@ class Refiner:
                     plausible = (d > 0) & ((d - z_now).abs() < gate)
                     d_kw = dict(depth_target_m=d, depth_weights=corr.weight * plausible)
                     if cfg.solver.plane_weight > 0:
-                        d_kw.update(plane_terms(
-                            depth_crop, frags, corr, T[idx], crop.K_crop,
-                            cfg.depth_gate_diameters * diam[idx] + cfg.depth_gate_m,
-                        ))
+                        d_kw.update(plane_terms(depth_crop, frags, corr, T[idx], crop.K_crop, gate))
                 res = solve_pose(
                     T[idx], corr.pts_obj, corr.uv_tgt, corr.weight, crop.K_crop, cfg.solver, **d_kw
                 )

@@ -130,8 +130,7 @@ def _huber_weight(r_norm: torch.Tensor, delta: float) -> torch.Tensor:
 def _transform(T: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     """(B, 4, 4) x (B, N, 3) -> (B, N, 3). Broadcast products rather than a batched
     matmul: for 3x3 blocks this avoids BLAS thread start-up, ~10x faster on a CPU."""
-    R = T[:, None, :3, :3]
-    return (R * pts[:, :, None, :]).sum(-1) + T[:, None, :3, 3]
+    return _rotate(T, pts) + T[:, None, :3, 3]
 
 
 @dataclass(frozen=True)
@@ -264,9 +263,10 @@ def _robust_cost(T, pts_obj, uv_target, weights, K, cfg: SolverConfig, terms):
     cost = (weights * rob).sum(-1)
     wsum = weights.sum(-1)
     depth, plane = terms
-    f_over_z = 0.5 * (K[:, 0, 0, None] + K[:, 1, 1, None]) / pts_cam[..., 2].clamp_min(
-        cfg.min_depth_m
-    )
+    if depth is not None or plane is not None:
+        f_over_z = 0.5 * (K[:, 0, 0, None] + K[:, 1, 1, None]) / pts_cam[..., 2].clamp_min(
+            cfg.min_depth_m
+        )
     if depth is not None:
         d_m, d_w = depth
         rz = (pts_cam[..., 2] - d_m).abs() * f_over_z
@@ -295,9 +295,10 @@ def _normal_equations(T, pts_obj, uv_target, weights, K, cfg: SolverConfig, term
     H = torch.einsum("bn,bnki,bnkj->bij", w, J, J)
     g = torch.einsum("bn,bnki,bnk->bi", w, J, r)
     depth, plane = terms
-    # Depth residuals in pixel-equivalents (metres times f / Z), so that one weight
-    # balances them against reprojection residuals at any distance.
-    f_over_z = (0.5 * (K[:, 0, 0, None] + K[:, 1, 1, None])) / pts_safe[..., 2]
+    if depth is not None or plane is not None:
+        # Depth residuals in pixel-equivalents (metres times f / Z), so that one weight
+        # balances them against reprojection residuals at any distance.
+        f_over_z = (0.5 * (K[:, 0, 0, None] + K[:, 1, 1, None])) / pts_safe[..., 2]
     if depth is not None:
         d_m, d_w = depth
         rz = (pts_safe[..., 2] - d_m) * f_over_z

@@ -99,7 +99,7 @@ def test_measured_depth_alone_pulls_the_rendered_surface_onto_it(models):
         corr = correspondences(frags.xyz_obj, frags.mask, torch.zeros(1, 2, 128, 128),
                                frags.mask[:, None].float())
         kw = plane_terms(depth[:, None], frags, corr, T.float(), crop.K_crop.float(),
-                         torch.tensor([0.5 * m.diameter_m]))
+                         torch.tensor([[0.5 * m.diameter_m]]))
         assert kw["plane_weights"].sum() > 50
         T = solve_pose(T, corr.pts_obj.double(), corr.uv_tgt.double(),
                        torch.zeros_like(corr.weight, dtype=torch.float64), crop.K_crop,
