@@ -21,7 +21,7 @@ def dataclass_from_dict(cls, d: dict, what: str, nested: tuple = (), lists_to_tu
         lists_to_tuples: turn list values into tuples (frozen, hashable settings).
 
     Raises:
-        ValueError: ``d`` has keys that are not fields of ``cls``.
+        ValueError: ``d``, or a nested dict, has keys that are not fields of its class.
     """
     names = {f.name for f in fields(cls)}
     unknown = set(d) - names
@@ -30,7 +30,8 @@ def dataclass_from_dict(cls, d: dict, what: str, nested: tuple = (), lists_to_tu
     d = dict(d)
     for key, typ in nested:
         if isinstance(d.get(key), dict):
-            d[key] = typ(**d[key])
+            d[key] = dataclass_from_dict(typ, d[key], f"{what}: {key}",
+                                         lists_to_tuples=lists_to_tuples)
     if lists_to_tuples:
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     return cls(**d)

@@ -9,7 +9,8 @@ For every object, each outer iteration:
    residuals in RGB-D mode) with robust LM (``solver``);
 
 and stops early once no object moves more than ``early_stop_deg`` / ``early_stop_mm``.
-All objects of one image are refined in one batch.
+In RGB-D mode a few rounds of point-to-plane ICP then polish the pose
+(``refine.polish``). All objects of one image are refined in one batch.
 
 Example::
 
@@ -39,6 +40,7 @@ from ..render.shading import shade
 from ..solver.gauss_newton import SolverConfig, solve_pose
 from .estimators import make_estimator
 from .field import correspondences, sample_map
+from .polish import LastPass, PolishConfig, polish_pose
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class RefinerConfig:
         max_shift_diameters: a refined position further than this many object diameters
             (sideways) or half the initial distance (in depth) is flagged ``diverged``.
         solver: LM settings.
+        polish: the RGB-D depth polish after the loop (``refine.polish``).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         cpu_threads: torch's intra-op threads for this process when > 0 (0: torch's
             default). On a 2-core CPU shared with other work, 1 thread refined an object
@@ -85,6 +88,7 @@ class RefinerConfig:
     max_rotation_jump_deg: float = 90.0
     max_shift_diameters: float = 1.5
     solver: SolverConfig = SolverConfig()
+    polish: PolishConfig = PolishConfig()
     device: str = "auto"
     cpu_threads: int = 0
     renderer: str = "auto"
@@ -102,7 +106,9 @@ class RefinerConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RefinerConfig:
         """Build from a plain dict (YAML, checkpoint); unknown keys raise ``ValueError``."""
-        return dataclass_from_dict(cls, d, "refiner config", nested=(("solver", SolverConfig),))
+        return dataclass_from_dict(
+            cls, d, "refiner config", nested=(("solver", SolverConfig), ("polish", PolishConfig))
+        )
 
 
 @dataclass(frozen=True)
@@ -113,16 +119,19 @@ class RefineResult:
         class_id: registry class of the object.
         T_cam_obj: (4, 4) refined pose (float64).
         T_cam_obj_init: (4, 4) the pose it started from.
-        iterates: (n + 1, 4, 4) the initial pose and every iterate.
+        iterates: (k, 4, 4) the initial pose, every iterate and, in RGB-D mode with the
+            depth polish on, the polished pose: ``k = iterations + 1`` or ``+ 2``. The
+            last is ``T_cam_obj``.
         score: confidence in [0, 1]: the weighted share of the rendered surface whose
-            correspondences agree with the refined pose within 2 crop pixels. Higher
-            means lower error (see README, "Confidence").
+            correspondences agree with the loop's last pose (before any depth polish)
+            within 2 crop pixels. Higher means lower error (see README, "Confidence").
         diverged: True when the result must not be trusted; ``reason`` says why. A caller
             can keep the initial pose.
         reason: empty, or why ``diverged`` is set.
         mode: ``"rgb"`` or ``"rgbd"``: which residuals the solve used.
-        timing_ms: per stage: ``crop``, ``render``, ``network``, ``solve``, ``total``
-            (shared stages of a batch are divided evenly among its objects).
+        timing_ms: per stage: ``crop``, ``render``, ``network``, ``solve`` (with the
+            depth polish), ``total`` (shared stages of a batch are divided evenly among
+            its objects).
         iterations: outer iterations run.
     """
 
@@ -188,6 +197,16 @@ def as_image_tensor(image, device) -> torch.Tensor:
     return t.permute(2, 0, 1)[None].contiguous()
 
 
+def grid_normals_obj(frags, corr, T) -> torch.Tensor:
+    """(B, N, 3) rendered normals at the correspondences' grid points, object frame.
+
+    ``frags.normal_cam`` (B, S, S, 3) is in the camera frame of the pose ``T`` (B, 4, 4)
+    it was rendered at; ``R^T n`` takes it to the object frame.
+    """
+    ui, vi = corr.uv_src[0, :, 0].long(), corr.uv_src[0, :, 1].long()
+    return (T[:, None, :3, :3] * frags.normal_cam[:, vi, ui][..., :, None]).sum(-2)
+
+
 def plane_terms(depth_crop, frags, corr, T, K_crop, gate_m) -> dict:
     """Point-to-plane matches of the correspondences' points (``solve_pose`` keywords).
 
@@ -208,8 +227,7 @@ def plane_terms(depth_crop, frags, corr, T, K_crop, gate_m) -> dict:
     # The grid points are whole crop pixels, the same for every object.
     ui, vi = corr.uv_src[0, :, 0].long(), corr.uv_src[0, :, 1].long()
     d = depth_crop[:, 0, vi, ui]  # (B, N)
-    n_cam = frags.normal_cam[:, vi, ui]
-    n_obj = (T[:, None, :3, :3] * n_cam[..., :, None]).sum(-2)  # R^T n
+    n_obj = grid_normals_obj(frags, corr, T)
     ok = corr.valid & (d > 0) & ((d - frags.depth_m[:, vi, ui]).abs() < gate_m)
     return dict(plane_target_cam_m=backproject(corr.uv_src, d, K_crop),
                 plane_normals_obj=n_obj, plane_weights=ok.to(d.dtype))
@@ -395,6 +413,8 @@ class Refiner:
         iterates = [T.clone()]
         active = torch.ones(B, dtype=torch.bool, device=self.device)
         score = torch.zeros(B, device=self.device)
+        polish = depth is not None and cfg.polish.iterations > 0
+        last = None  # per object, its last network pass (for the polish)
         n_iter = 0
         for _ in range(cfg.iterations):
             idx = active.nonzero()[:, 0]
@@ -429,6 +449,15 @@ class Refiner:
                 res = solve_pose(
                     T[idx], corr.pts_obj, corr.uv_tgt, corr.weight, crop.K_crop, cfg.solver, **d_kw
                 )
+                if polish:
+                    now = dict(pts_obj=corr.pts_obj, uv_tgt=corr.uv_tgt, weight=corr.weight,
+                               valid=corr.valid, K_crop=crop.K_crop,
+                               normals_obj=grid_normals_obj(frags, corr, T[idx]))
+                    if last is None:  # the first iteration: every object is active
+                        last = now
+                    else:
+                        for k, v in now.items():
+                            last[k][idx] = v
                 T_new = res.T_cam_obj
                 agree = (res.residual_px < 2.0).float()
                 score[idx] = (corr.weight * agree).sum(-1) / corr.valid.sum(-1).clamp_min(1)
@@ -441,6 +470,11 @@ class Refiner:
             iterates.append(T.clone())
             if not active.any():
                 break
+        if polish:
+            with timer.section("solve"):
+                res = polish_pose(T, LastPass(**last), depth[0, 0], K, diam, cfg.polish, cfg.solver)
+                T = res.T_cam_obj
+            iterates.append(T.clone())
         return T, torch.stack(iterates, 1), score, n_iter
 
     def _results(self, class_ids, T0, T, iterates, score, n_iter, K, hw, diam, mode, timing):

@@ -1,0 +1,133 @@
+"""Depth polish: a few rounds of point-to-plane ICP after the render-and-compare loop.
+
+In RGB-D mode the loop's last pose is good to a few millimetres but its rotation still
+carries the field's error (a few pixels in the crop, i.e. a few degrees). The measured
+surface pins the rotation much more tightly wherever the shape has relief, so the
+polish re-solves the pose with the point-to-plane residuals dominant:
+
+1. take the grid points of the last network pass (object-frame points, their rendered
+   normals, the field's 2D targets and weights in that pass's crop);
+2. project the points at the current pose into the full-resolution depth image and
+   back-project the depth measured at that pixel (projective association, as in
+   KinectFusion's ICP; no rendering, no network pass);
+3. keep the matches within a tight gate of the point's current depth (the pose is
+   already close, so anything further is background, an occluder or a hole) and solve
+   with ``plane_weight`` on them and ``field_weight`` on the field's correspondences,
+   which hold the directions the surface leaves free (a cylinder's axis, a plane's
+   in-plane slide);
+4. repeat ``iterations`` times.
+
+The points stay the ones visible at the last rendered pose; the pose moves by a degree
+or two, so visibility barely changes and no re-rendering is needed. Measured on the
+tuning benchmark sets (README, "RGB-D"): median rotation error 4.8 -> 2.9 deg with the
+same ADD(-S) pass rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..geometry.camera import backproject, project
+from ..geometry.lie import transform_points
+from ..solver.gauss_newton import SolverConfig, SolveResult, solve_pose
+
+
+@dataclass(frozen=True)
+class PolishConfig:
+    """Settings of :func:`polish_pose` (defaults chosen on the tuning benchmark sets).
+
+    Attributes:
+        iterations: association-and-solve rounds; 0 turns the polish off.
+        plane_weight: weight of a point-to-plane residual relative to a pixel residual
+            (pixel-equivalents, see ``solver``); the loop itself uses
+            ``SolverConfig.plane_weight``.
+        field_weight: scale of the field's correspondence weights in the polish.
+        gate_diameters, gate_m: a depth sample matches a point only within
+            ``gate_diameters * diameter + gate_m`` of the point's current depth.
+    """
+
+    iterations: int = 5
+    plane_weight: float = 10.0
+    field_weight: float = 0.3
+    gate_diameters: float = 0.1
+    gate_m: float = 0.01
+
+    def __post_init__(self):
+        if self.iterations < 0:
+            raise ValueError(f"polish.iterations: expected >= 0, got {self.iterations}")
+        for name in ("plane_weight", "field_weight", "gate_diameters", "gate_m"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"polish.{name}: expected >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class LastPass:
+    """What the polish keeps of each object's last network pass.
+
+    Attributes:
+        pts_obj: (B, N, 3) grid points on the rendered surface, object frame, metres.
+        normals_obj: (B, N, 3) their unit normals, object frame.
+        uv_tgt: (B, N, 2) the field's targets, pixels of that pass's crop.
+        weight: (B, N) the field's weights.
+        valid: (B, N) bool, True where a surface was rendered.
+        K_crop: (B, 3, 3) that crop's intrinsics.
+    """
+
+    pts_obj: torch.Tensor
+    normals_obj: torch.Tensor
+    uv_tgt: torch.Tensor
+    weight: torch.Tensor
+    valid: torch.Tensor
+    K_crop: torch.Tensor
+
+
+def polish_pose(
+    T: torch.Tensor,
+    last: LastPass,
+    depth_m: torch.Tensor,
+    K: torch.Tensor,
+    diameter_m: torch.Tensor,
+    cfg: PolishConfig,
+    solver: SolverConfig,
+) -> SolveResult:
+    """Polish poses against a depth image (module docstring).
+
+    Args:
+        T: (B, 4, 4) poses ``T_cam_obj`` after the loop, metres.
+        last: the objects' last network pass.
+        depth_m: (H, W) depth registered to the image ``K`` describes, metres; 0 = none.
+        K: (B, 3, 3) intrinsics of the full image.
+        diameter_m: (B,) object diameters.
+        cfg: polish settings (``cfg.iterations`` >= 1).
+        solver: LM settings; its ``plane_weight`` is replaced by ``cfg.plane_weight``.
+
+    Returns:
+        The last solve: polished ``T_cam_obj`` and the reprojection residuals of the
+        field's correspondences (crop pixels of ``last.K_crop``) at it.
+    """
+    if cfg.iterations < 1:
+        raise ValueError("polish_pose: cfg.iterations must be >= 1")
+    H, W = depth_m.shape
+    scfg = replace(solver, plane_weight=cfg.plane_weight)
+    gate = cfg.gate_diameters * diameter_m[:, None] + cfg.gate_m  # (B, 1)
+    w2d = last.weight * cfg.field_weight
+    res = None
+    for _ in range(cfg.iterations):
+        pts_cam = transform_points(T, last.pts_obj)
+        # Nearest pixel: its centre (integer coordinates) is where the sample was taken.
+        uv = project(pts_cam, K).round()
+        inside = (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
+        ui = uv[..., 0].clamp(0, W - 1).long()
+        vi = uv[..., 1].clamp(0, H - 1).long()
+        d = depth_m[vi, ui] * inside
+        ok = last.valid & (d > 0) & ((d - pts_cam[..., 2]).abs() < gate)
+        res = solve_pose(
+            T, last.pts_obj, last.uv_tgt, w2d, last.K_crop, scfg,
+            plane_target_cam_m=backproject(uv, d, K),
+            plane_normals_obj=last.normals_obj,
+            plane_weights=ok.to(d.dtype),
+        )
+        T = res.T_cam_obj
+    return res
