@@ -7,10 +7,11 @@ For every object, each outer iteration:
 3. estimates the correspondence field and its weights (``refine.estimators``);
 4. solves for the pose update from the weighted 2D-3D correspondences (and depth
    residuals in RGB-D mode) with robust LM (``solver``);
+5. in RGB-D mode, polishes that pose with two rounds of point-to-plane ICP
+   (``refine.polish``);
 
 and stops early once no object moves more than ``early_stop_deg`` / ``early_stop_mm``.
-In RGB-D mode a few rounds of point-to-plane ICP then polish the pose
-(``refine.polish``). All objects of one image are refined in one batch.
+All objects of one image are refined in one batch.
 
 Example::
 
@@ -40,7 +41,7 @@ from ..render.shading import shade
 from ..solver.gauss_newton import SolverConfig, solve_pose
 from .estimators import make_estimator
 from .field import correspondences, sample_map
-from .polish import LastPass, PolishConfig, polish_pose
+from .polish import PassPoints, PolishConfig, polish_pose
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class RefinerConfig:
         max_shift_diameters: a refined position further than this many object diameters
             (sideways) or half the initial distance (in depth) is flagged ``diverged``.
         solver: LM settings.
-        polish: the RGB-D depth polish after the loop (``refine.polish``).
+        polish: the RGB-D depth polish after each iteration's solve (``refine.polish``).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         cpu_threads: torch's intra-op threads for this process when > 0 (0: torch's
             default). On a 2-core CPU shared with other work, 1 thread refined an object
@@ -119,12 +120,11 @@ class RefineResult:
         class_id: registry class of the object.
         T_cam_obj: (4, 4) refined pose (float64).
         T_cam_obj_init: (4, 4) the pose it started from.
-        iterates: (k, 4, 4) the initial pose, every iterate and, in RGB-D mode with the
-            depth polish on, the polished pose: ``k = iterations + 1`` or ``+ 2``. The
-            last is ``T_cam_obj``.
+        iterates: (n + 1, 4, 4) the initial pose and every iterate.
         score: confidence in [0, 1]: the weighted share of the rendered surface whose
-            correspondences agree with the loop's last pose (before any depth polish)
-            within 2 crop pixels. Higher means lower error (see README, "Confidence").
+            correspondences agree with the pose solved from them (before the depth
+            polish, in RGB-D) within 2 crop pixels. Higher means lower error (see
+            README, "Confidence").
         diverged: True when the result must not be trusted; ``reason`` says why. A caller
             can keep the initial pose.
         reason: empty, or why ``diverged`` is set.
@@ -413,8 +413,6 @@ class Refiner:
         iterates = [T.clone()]
         active = torch.ones(B, dtype=torch.bool, device=self.device)
         score = torch.zeros(B, device=self.device)
-        polish = depth is not None and cfg.polish.iterations > 0
-        last = None  # per object, its last network pass (for the polish)
         n_iter = 0
         for _ in range(cfg.iterations):
             idx = active.nonzero()[:, 0]
@@ -449,16 +447,14 @@ class Refiner:
                 res = solve_pose(
                     T[idx], corr.pts_obj, corr.uv_tgt, corr.weight, crop.K_crop, cfg.solver, **d_kw
                 )
-                if polish:
-                    now = dict(pts_obj=corr.pts_obj, uv_tgt=corr.uv_tgt, weight=corr.weight,
-                               valid=corr.valid, K_crop=crop.K_crop,
-                               normals_obj=grid_normals_obj(frags, corr, T[idx]))
-                    if last is None:  # the first iteration: every object is active
-                        last = now
-                    else:
-                        for k, v in now.items():
-                            last[k][idx] = v
                 T_new = res.T_cam_obj
+                if depth is not None and cfg.polish.iterations > 0:
+                    points = PassPoints(pts_obj=corr.pts_obj, uv_tgt=corr.uv_tgt,
+                                        weight=corr.weight, valid=corr.valid,
+                                        K_crop=crop.K_crop,
+                                        normals_obj=grid_normals_obj(frags, corr, T[idx]))
+                    T_new = polish_pose(T_new, points, depth[0, 0], K[idx], diam[idx],
+                                        cfg.polish, cfg.solver).T_cam_obj
                 agree = (res.residual_px < 2.0).float()
                 score[idx] = (corr.weight * agree).sum(-1) / corr.valid.sum(-1).clamp_min(1)
                 d_rot = rotation_angle_deg(T_new[:, :3, :3], T[idx, :3, :3])
@@ -470,11 +466,6 @@ class Refiner:
             iterates.append(T.clone())
             if not active.any():
                 break
-        if polish:
-            with timer.section("solve"):
-                res = polish_pose(T, LastPass(**last), depth[0, 0], K, diam, cfg.polish, cfg.solver)
-                T = res.T_cam_obj
-            iterates.append(T.clone())
         return T, torch.stack(iterates, 1), score, n_iter
 
     def _results(self, class_ids, T0, T, iterates, score, n_iter, K, hw, diam, mode, timing):
