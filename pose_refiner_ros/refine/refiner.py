@@ -70,7 +70,7 @@ class RefinerConfig:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         cpu_threads: torch's intra-op threads for this process when > 0 (0: torch's
             default). On a 2-core CPU shared with other work, 1 thread refined an object
-            in 137 ms and 2 contending threads in 422 ms (README, "Speed").
+            in 137 ms and 2 contending threads in 422 ms.
         renderer: renderer backend, see ``render.make_renderer``.
         adam_steps, adam_lr: the ``gcf-adam`` procedure (paper: 1000 updates, lr 0.05).
     """
