@@ -119,7 +119,6 @@ def polish_pose(
     scfg = replace(solver, plane_weight=cfg.plane_weight)
     gate = cfg.gate_diameters * diameter_m[:, None] + cfg.gate_m  # (B, 1)
     w2d = points.weight * cfg.field_weight
-    res = None
     for _ in range(cfg.iterations):
         pts_cam = transform_points(T, points.pts_obj)
         # Nearest pixel: its centre (integer coordinates) is where the sample was taken.

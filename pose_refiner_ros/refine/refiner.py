@@ -452,7 +452,10 @@ class Refiner:
                     points = PassPoints(pts_obj=corr.pts_obj, uv_tgt=corr.uv_tgt,
                                         weight=corr.weight, valid=corr.valid,
                                         K_crop=crop.K_crop,
-                                        normals_obj=grid_normals_obj(frags, corr, T[idx]))
+                                        normals_obj=d_kw.get("plane_normals_obj"))
+                    if points.normals_obj is None:  # plane terms off in the loop's solve
+                        points = replace(points,
+                                         normals_obj=grid_normals_obj(frags, corr, T[idx]))
                     T_new = polish_pose(T_new, points, depth[0, 0], K[idx], diam[idx],
                                         cfg.polish, cfg.solver).T_cam_obj
                 agree = (res.residual_px < 2.0).float()
