@@ -384,7 +384,8 @@ class _Run:
             rec = ObjectResult(frame=self.frame_index, key={"stamp_ns": int(frame.stamp_ns)},
                                class_id=r.class_id, score=r.score, diverged=r.diverged,
                                reason=r.reason, T_init=r.T_cam_obj_init, T_refined=r.T_cam_obj,
-                               timing_ms=r.timing_ms, iterations=r.iterations, mode=r.mode)
+                               timing_ms=r.timing_ms, iterations=r.iterations, mode=r.mode,
+                               score_coarse=r.score_coarse, kept_coarse=r.kept_coarse)
             if j is not None:
                 rec.T_gt = gt[j][1]
                 (rec.metrics_init, rec.metrics_refined, rec.e_R_iter_deg,
@@ -553,7 +554,7 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
                    help="objects YAML (class ids -> meshes), or bop:MODELS_DIR")
     p.add_argument("--out", required=True, help="output directory (created)")
     p.add_argument("--model", help="refiner checkpoint (node parameter model_path)")
-    p.add_argument("--mode", choices=("auto", "learned", "flow", "gcf-adam"),
+    p.add_argument("--mode", choices=("auto", "learned", "region", "flow", "gcf-adam"),
                    help="refinement mode (node parameter mode; flow needs no model)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--params", help="the node's ROS params file (default: its defaults, "

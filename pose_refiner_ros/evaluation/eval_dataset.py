@@ -144,7 +144,7 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
                      crop_size: int | None = None, use_depth: bool | None = None,
                      pix3d_json: str = "pix3d.json", model_scale: float = 1.0,
                      progress: bool = True, plots: bool = True, registry=None,
-                     refiner=None) -> dict:
+                     refiner=None, min_visib: float = 0.0, grey: bool = False) -> dict:
     """Run the refinement test (module docstring); returns the report's summary.
 
     Args:
@@ -160,6 +160,10 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
         pix3d_json, model_scale: Pix3D annotation file and model units to metres.
         progress, plots: progress bar, PNG plots.
         registry, refiner: use these instead of building them (tests, benchmarks).
+        min_visib: BOP instances whose ``visib_fract`` (``scene_gt_info.json``) is below
+            this are left out, as BOP's evaluation does; 0 keeps every instance.
+        grey: render every mesh flat grey, ignoring its colours: stands for an untextured
+            CAD model.
     """
     from ..data.perturb import perturb_pose
     from .eval_bag import build_refiner, load_node_params
@@ -177,7 +181,8 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
     if kind == "bop":
         from ..data.bop import BopDataset, registry_from_bop_models
 
-        ds = BopDataset(root, split, obj_ids=obj_ids, load_depth=params.use_depth)
+        ds = BopDataset(root, split, obj_ids=obj_ids, load_depth=params.use_depth,
+                        min_visib_fract=min_visib)
         if registry is None:
             registry = registry_from_bop_models(root / "models", obj_ids)
         class_of = lambda oid: f"obj_{int(oid):06d}"  # noqa: E731
@@ -192,6 +197,10 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
             registry = _pix3d_registry(ds, root, model_scale)
         class_of = str
         split_name = "all"
+    if grey:
+        from ..mesh.registry import grey_registry
+
+        registry = grey_registry(registry)
     if refiner is None:
         refiner, model_file = build_refiner(params, registry)
     else:
@@ -206,6 +215,7 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
     name = f"{_safe(root.resolve().name)}-{_safe(split_name)}"
     meta = {"command": "eval", "dataset": dataset, "split": split_name,
             "initial_poses": results or f"perturbed ground truth (seed {seed})",
+            "min_visib": min_visib if kind == "bop" else None, "grey_meshes": grey,
             "model": str(model_file) if model_file else None, "device": str(refiner.device),
             "refiner": {k: str(v) for k, v in vars(refiner.cfg).items()},
             "refined_csv": str(out_dir / f"poserefiner_{name}.csv"),
@@ -266,7 +276,8 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
                                    class_id=r.class_id, score=r.score, diverged=r.diverged,
                                    reason=r.reason, T_init=r.T_cam_obj_init,
                                    T_refined=r.T_cam_obj, timing_ms=r.timing_ms,
-                                   iterations=r.iterations, mode=r.mode)
+                                   iterations=r.iterations, mode=r.mode,
+                                   score_coarse=r.score_coarse, kept_coarse=r.kept_coarse)
                 if j is not None:
                     rec.T_gt = gt[j][1]
                     (rec.metrics_init, rec.metrics_refined, rec.e_R_iter_deg,
@@ -319,8 +330,12 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbation")
     p.add_argument("--max-images", type=int, help="evaluate at most this many images")
     p.add_argument("--obj-ids", type=int, nargs="+", help="BOP objects to evaluate")
+    p.add_argument("--min-visib", type=float, default=0.5,
+                   help="leave out BOP instances less visible than this (visib_fract); 0: all")
+    p.add_argument("--grey", action="store_true",
+                   help="render every mesh flat grey (stands for untextured CAD models)")
     p.add_argument("--model", help="refiner checkpoint (node parameter model_path)")
-    p.add_argument("--mode", choices=("auto", "learned", "flow", "gcf-adam"))
+    p.add_argument("--mode", choices=("auto", "learned", "region", "flow", "gcf-adam"))
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--params", help="the node's ROS params file")
     p.add_argument("--iterations", type=int)
@@ -341,7 +356,7 @@ def _main(args: argparse.Namespace) -> int:
             model=args.model, mode=args.mode, device=args.device, iterations=args.iterations,
             crop_size=args.crop_size, use_depth=args.use_depth, pix3d_json=args.pix3d_json,
             model_scale=args.model_scale, progress=not args.no_progress,
-            plots=not args.no_plots)
+            plots=not args.no_plots, min_visib=args.min_visib, grey=args.grey)
     except KeyboardInterrupt:
         print("eval: interrupted; nothing was written", file=sys.stderr)
         return 130

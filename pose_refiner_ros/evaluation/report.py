@@ -51,6 +51,9 @@ class ObjectResult:
         iterations: outer iterations run.
         mode: ``"rgb"`` or ``"rgbd"``: whether depth residuals were used.
         metrics_init, metrics_refined: every per-sample metric (None without ground truth).
+        score_coarse: the refiner's region score of the coarse pose (None without the
+            region modality).
+        kept_coarse: the refiner did not trust its refinement and returned the coarse pose.
         e_R_iter_deg, t_err_iter_m: rotation / translation error of the initial pose and
             of every iterate (empty without ground truth).
     """
@@ -71,6 +74,8 @@ class ObjectResult:
     metrics_refined: M.PoseMetrics | None = None
     e_R_iter_deg: list = field(default_factory=list)
     t_err_iter_m: list = field(default_factory=list)
+    score_coarse: float | None = None
+    kept_coarse: bool = False
 
     def to_json(self) -> dict:
         def mat(T):
@@ -79,6 +84,9 @@ class ObjectResult:
         return {
             "frame": self.frame, **self.key, "class_id": self.class_id,
             "score": round(float(self.score), 6), "diverged": bool(self.diverged),
+            "score_coarse": (None if self.score_coarse is None
+                             else round(float(self.score_coarse), 6)),
+            "kept_coarse": bool(self.kept_coarse),
             "reason": self.reason, "iterations": int(self.iterations), "mode": self.mode,
             "timing_ms": {k: round(float(v), 3) for k, v in self.timing_ms.items()},
             "T_init": mat(self.T_init), "T_refined": mat(self.T_refined), "T_gt": mat(self.T_gt),
@@ -191,6 +199,7 @@ class Evaluation:
         self._timing: dict[str, list[float]] = {}
         self._scores: list[float] = []
         self._score_err: list[tuple[float, float, float, bool]] = []  # score, e_R, add/d, div
+        self._classes: list[str] = []  # class of each entry of _init / _ref
         self._iters_R: list[list[float]] = []
         self._iters_t: list[list[float]] = []
         self.n_diverged = 0
@@ -216,6 +225,7 @@ class Evaluation:
         if r.metrics_init is not None and r.metrics_refined is not None:
             self._init.append(r.metrics_init)
             self._ref.append(r.metrics_refined)
+            self._classes.append(r.class_id)
             m = r.metrics_refined
             self._score_err.append((float(r.score), m.e_R_deg, m.add_or_adds_m / m.diameter_m,
                                     bool(r.diverged)))
@@ -238,9 +248,42 @@ class Evaluation:
             timing["frames_per_s"] = round(self.frames / elapsed_s, 3) if elapsed_s > 0 else None
         out["timing"] = timing
         out["metrics"] = M.compare(self._init, self._ref) if self._ref else None
+        out["per_class"] = self._per_class() if self._ref else None
+        out["calibration"] = self._calibration() if len(self._score_err) >= 4 else None
         if self._scores:
             out["score"] = {"median": _pct(self._scores, 50), "min": float(min(self._scores))}
         return json_ready(out)
+
+    def _calibration(self) -> list[dict]:
+        """Error per quartile of the refiner's confidence (lowest first): does the score
+        tell a right pose from a wrong one?"""
+        sc = np.array([x[0] for x in self._score_err])
+        e_R = np.array([x[1] for x in self._score_err])
+        add_d = np.array([x[2] for x in self._score_err])
+        order = np.argsort(sc, kind="stable")
+        out = []
+        for q, part in enumerate(np.array_split(order, 4), 1):
+            out.append({"quartile": q, "n": int(part.size),
+                        "score_min": float(sc[part].min()), "score_max": float(sc[part].max()),
+                        "median_e_R_deg": float(np.median(e_R[part])),
+                        "add01": float(np.mean(add_d[part] < 0.1))})
+        return out
+
+    def _per_class(self) -> dict:
+        """Per class: samples, ADD(-S)@0.1d and median e_R coarse / refined, the share made
+        worse (ADD(-S) grew)."""
+        out = {}
+        for cid in sorted(set(self._classes)):
+            idx = [i for i, c in enumerate(self._classes) if c == cid]
+            cmp = M.compare([self._init[i] for i in idx], [self._ref[i] for i in idx])
+            a, b = cmp["initial"], cmp["refined"]
+            out[cid] = {"n": len(idx),
+                        "add01_initial": a["acc_add_or_adds_0.1d"],
+                        "add01_refined": b["acc_add_or_adds_0.1d"],
+                        "median_e_R_initial": a["median_e_R_deg"],
+                        "median_e_R_refined": b["median_e_R_deg"],
+                        "worse_share": cmp["n_worse"]["add_or_adds_m"] / len(idx)}
+        return out
 
     # -- writing -------------------------------------------------------------------------
     def discard(self) -> None:
@@ -397,6 +440,15 @@ class Evaluation:
                       "| error | worse | better |", "|---|---:|---:|"]
             for k in m["n_worse"]:
                 lines.append(f"| {k} | {m['n_worse'][k]} | {m['n_better'][k]} |")
+            lines += ["", "### Per class", "", *_per_class_lines(summary.get("per_class") or {})]
+        if summary.get("calibration"):
+            lines += ["", "### Confidence calibration (refined poses by score quartile)", "",
+                      "| quartile | score range | n | median e_R (deg) | ADD(-S)@0.1d |",
+                      "|---:|---|---:|---:|---:|"]
+            for c in summary["calibration"]:
+                lines.append(f"| {c['quartile']} | {c['score_min']:.2f} to {c['score_max']:.2f} "
+                             f"| {c['n']} | {c['median_e_R_deg']:.1f} | "
+                             f"{100 * c['add01']:.1f}% |")
         lines += ["", "## Timing", "", "| stage | median | p95 |", "|---|---:|---:|"]
         for k, v in t.items():
             if isinstance(v, dict):
@@ -430,6 +482,17 @@ class Evaluation:
                     f"{_fmt(mr and mr['add_or_adds_m'] and 1e3 * mr['add_or_adds_m'])} | "
                     f"{_fmt(r['timing_ms'].get('total'))} |")
         return "\n".join(lines) + "\n"
+
+
+def _per_class_lines(per_class: dict) -> list[str]:
+    """A Markdown table of :meth:`Evaluation._per_class`."""
+    lines = ["| class | n | ADD(-S)@0.1d coarse | refined | median e_R coarse | refined "
+             "| made worse |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for cid, c in per_class.items():
+        lines.append(f"| {cid} | {c['n']} | {100 * c['add01_initial']:.1f}% | "
+                     f"{100 * c['add01_refined']:.1f}% | {c['median_e_R_initial']:.1f} | "
+                     f"{c['median_e_R_refined']:.1f} | {100 * c['worse_share']:.0f}% |")
+    return lines
 
 
 def _fmt(v) -> str:
@@ -475,7 +538,11 @@ def format_summary(summary: dict, out_dir: Path) -> str:
             if k != "n":
                 lines.append(f"{k:26s}{_fmt(a[k]):>11s}{_fmt(b[k]):>11s}")
         w = m["n_worse"]
-        lines.append(f"worse after refinement: ADD(-S) {w['add_or_adds_m']} of {m['n']}, "
-                     f"e_R {w['e_R_deg']} of {m['n']}")
+        lines.append(f"made worse by refinement: ADD(-S) {w['add_or_adds_m']} of {m['n']} "
+                     f"({100 * w['add_or_adds_m'] / max(m['n'], 1):.1f}%), "
+                     f"e_R {w['e_R_deg']} of {m['n']} "
+                     f"({100 * w['e_R_deg'] / max(m['n'], 1):.1f}%)")
+        if summary.get("per_class"):
+            lines += _per_class_lines(summary["per_class"])
     lines.append(f"report: {out_dir / 'report.md'}")
     return "\n".join(lines)

@@ -49,7 +49,8 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 import trimesh
 import yaml
 
-__all__ = ["ObjectModel", "ObjectRegistry", "RegistryError", "DEFAULT_MAX_RENDER_FACES"]
+__all__ = ["ObjectModel", "ObjectRegistry", "RegistryError", "DEFAULT_MAX_RENDER_FACES",
+           "grey_registry"]
 
 logger = logging.getLogger(__name__)
 
@@ -343,6 +344,19 @@ class ObjectRegistry:
     @property
     def models(self) -> tuple[ObjectModel, ...]:
         return tuple(self._by_id.values())
+
+
+def grey_registry(registry: ObjectRegistry) -> ObjectRegistry:
+    """The same objects with every render mesh coloured flat grey (its colours dropped):
+    how an untextured CAD model renders. The given registry is not changed."""
+    from dataclasses import replace
+
+    grey = []
+    for m in registry:
+        colors = np.empty_like(m.vert_colors)
+        colors[:] = _GREY
+        grey.append(replace(m, vert_colors=_readonly(colors)))
+    return ObjectRegistry(grey)
 
 
 # --- helpers -------------------------------------------------------------------------

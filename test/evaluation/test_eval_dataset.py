@@ -219,9 +219,12 @@ def test_cli_eval_prints_every_metric(bop_root, tmp_path, capsys):
 
     rc = main(["eval", "--dataset", f"bop:{bop_root}", "--out", str(tmp_path / "o"),
                "--mode", "flow", "--device", "cpu", "--iterations", "1", "--crop-size", "64",
-               "--max-images", "1", "--no-progress", "--no-plots"])
+               "--max-images", "1", "--no-progress", "--no-plots", "--grey", "--min-visib", "0"])
     out = capsys.readouterr().out
     assert rc == 0, out
+    meta = json.loads((tmp_path / "o" / "report.json").read_text())["meta"]
+    assert meta["grey_meshes"] is True and meta["min_visib"] == 0.0
+    assert "made worse by refinement" in out
     for key in ("median_e_R_deg", "median_e_t", "median_e_Rt", "median_e_P",
                 "acc_add_or_adds_0.1d", "acc_pi_6", "acc_pi_18", "acc_5deg5cm", "ar_mssd",
                 "ar_mspd"):
@@ -276,3 +279,34 @@ def test_a_bag_made_from_the_dataset_gives_the_same_metrics(bop_root, bop_regist
     for side in ("initial", "refined"):
         for k, v in direct["metrics"][side].items():
             assert via_bag["metrics"][side][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (side, k)
+
+
+def test_visibility_filter_grey_meshes_and_per_class_table(bop_root, bop_registry, flow_refiner,
+                                                           tmp_path):
+    """--min-visib leaves out instances less visible than the threshold (as BOP does),
+    --grey renders every mesh grey, and the summary carries a per-class table with the
+    share made worse."""
+    from pose_refiner_ros.mesh.registry import grey_registry
+
+    info = json.loads((bop_root / "test" / "000001" / "scene_gt_info.json").read_text())
+    visib = [o["visib_fract"] for v in info.values() for o in v]
+    thr = float(np.median(visib))
+    s_all = evaluate_dataset(f"bop:{bop_root}", tmp_path / "a", registry=bop_registry,
+                             refiner=flow_refiner, progress=False, plots=False)
+    s_vis = evaluate_dataset(f"bop:{bop_root}", tmp_path / "b", registry=bop_registry,
+                             refiner=flow_refiner, progress=False, plots=False, min_visib=thr)
+    assert s_all["objects"] == len(visib)
+    assert s_vis["objects"] == sum(v >= thr for v in visib) < len(visib)
+    per_class = s_all["per_class"]
+    assert sum(c["n"] for c in per_class.values()) == s_all["objects"]
+    for c in per_class.values():
+        assert 0.0 <= c["worse_share"] <= 1.0
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "### Per class" in md and "made worse" in md
+
+    grey = grey_registry(bop_registry)
+    for m, g in zip(bop_registry, grey, strict=True):
+        assert np.allclose(g.vert_colors, 0.7) and g.class_id == m.class_id
+        assert not np.allclose(m.vert_colors, 0.7)  # the original is untouched
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["meta"]["grey_meshes"] is False and report["meta"]["min_visib"] == 0.0
