@@ -94,7 +94,7 @@ def run(args) -> int:
         device=args.device,
         **({"iterations": args.iterations} if args.iterations else {}),
     )
-    if args.mode == "flow":
+    if args.mode in ("flow", "region"):
         refiner = Refiner(registry, cfg)
     else:
         refiner = Refiner.from_checkpoint(args.model, registry, cfg)
@@ -140,7 +140,7 @@ def add_subcommand(subparsers, name: str, help_text: str) -> None:
         "--depth-scale", type=float, default=0.001, help="depth units to metres (default mm)"
     )
     p.add_argument("--model", default=str(default_model_path()), help="network checkpoint")
-    p.add_argument("--mode", default="learned", choices=["learned", "flow", "gcf-adam"])
+    p.add_argument("--mode", default="learned", choices=["learned", "region", "flow", "gcf-adam"])
     p.add_argument("--iterations", type=int, help="outer iterations (default: the refiner's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(handler=run)

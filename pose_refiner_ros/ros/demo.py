@@ -616,9 +616,9 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
     p.add_argument("--seed", type=int, default=SEED, help="seed of the recording")
     p.add_argument(
         "--mode",
-        choices=["auto", "learned", "flow"],
+        choices=["auto", "learned", "region", "flow"],
         default="auto",
-        help="auto: learned when the model file exists, else flow",
+        help="auto: learned when the model file exists, else region",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--model", default="models/refiner.pt", help="refiner checkpoint")

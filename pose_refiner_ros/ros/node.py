@@ -209,7 +209,7 @@ class RefinerNode(Node):
         except FileNotFoundError as e:
             raise StartupError(
                 f"{e}; train a model (`pose-refiner train`, see README), point the "
-                "parameter model_path at a checkpoint, or set mode:=flow (or auto) to refine "
+                "parameter model_path at a checkpoint, or set mode:=region (or auto) to refine "
                 "without a trained model"
             ) from None
         except ValueError as e:

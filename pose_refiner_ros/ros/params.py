@@ -99,11 +99,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "mode",
         "auto",
-        "'auto' ('learned' when model_path exists, else 'flow' with a warning), 'learned' "
-        "(the network), 'flow' (training-free optical flow, no model needed) or 'gcf-adam' "
-        "(the paper's slow procedure)",
+        "'auto' ('learned' when model_path exists, else 'region' with a warning), 'learned' "
+        "(the network, with the region modality in RGB), 'region' (training-free "
+        "silhouette alignment, no model needed), 'flow' (training-free optical flow) or "
+        "'gcf-adam' (the paper's slow procedure)",
         read_only=True,
-        check=_one_of("auto", "learned", "flow", "gcf-adam"),
+        check=_one_of("auto", "learned", "region", "flow", "gcf-adam"),
     ),
     ParamSpec(
         "device",
@@ -342,7 +343,7 @@ def refiner_from_params(params, registry):
 
     One implementation for the node and for ``pose-refiner eval-bag``, so that offline
     evaluation runs exactly what the node runs. Mode ``auto`` is ``learned`` when
-    ``model_path`` resolves to a file, else ``flow``.
+    ``model_path`` resolves to a file, else ``region``.
 
     Returns:
         (refiner, model file or None, the mode that runs).
@@ -355,17 +356,17 @@ def refiner_from_params(params, registry):
 
     mode = params.mode
     model = None
-    if mode != "flow":
+    if mode not in ("flow", "region"):
         try:
             model = resolve_path(params.model_path, "model_path")
         except FileNotFoundError:
             if mode != "auto":
                 raise
         if mode == "auto":
-            mode = "learned" if model is not None else "flow"
+            mode = "learned" if model is not None else "region"
     cfg = RefinerConfig(mode=mode, iterations=params.iterations, crop_size=params.crop_size,
                         use_depth=params.use_depth, device=params.device,
                         cpu_threads=params.cpu_threads)
-    if mode == "flow":
+    if mode in ("flow", "region"):
         return Refiner(registry, cfg), None, mode
     return Refiner.from_checkpoint(model, registry, cfg), model, mode

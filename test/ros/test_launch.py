@@ -247,7 +247,7 @@ def test_missing_model_fails_at_start_up_naming_the_file_and_the_fix(tmp_path):
     missing = tmp_path / "nope.pt"
     code, _, text = _run_node(["-p", "mode:=learned", "-p", f"model_path:={missing}"])
     assert code == 1, text
-    assert str(missing) in text and "mode:=flow" in text and "model_path" in text, text
+    assert str(missing) in text and "mode:=region" in text and "model_path" in text, text
 
 
 @pytest.mark.ros

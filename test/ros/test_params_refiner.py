@@ -16,10 +16,10 @@ def registry():
     return ObjectRegistry.from_yaml(share_dir() / "models" / "demo" / "objects.yaml")
 
 
-def test_auto_falls_back_to_flow_without_a_model(registry, tmp_path):
+def test_auto_falls_back_to_region_without_a_model(registry, tmp_path):
     p = replace(NodeParams.defaults(), mode="auto", model_path=str(tmp_path / "none.pt"))
     refiner, model, mode = refiner_from_params(p, registry)
-    assert (model, mode, refiner.cfg.mode) == (None, "flow", "flow")
+    assert (model, mode, refiner.cfg.mode) == (None, "region", "region")
 
 
 def test_auto_uses_the_model_when_it_exists(registry, tmp_path):
