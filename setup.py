@@ -53,6 +53,7 @@ setup(
         "tqdm",
         "tensorboard",
         "matplotlib",
+        "scikit-image",  # real photographs for training backgrounds (shipped in its wheel)
     ],
     extras_require={"test": ["pytest", "pytest-timeout", "hypothesis"]},
     zip_safe=False,

@@ -114,6 +114,9 @@ class SyntheticConfig:
 
     Clutter and occlusion:
         bg_shapes: (min, max) random shapes drawn on the background.
+        photo_background_prob: probability that a background is a random crop of a
+            real photograph (the ones scikit-image ships inside its wheel, see
+            :func:`_photo_background`) rather than procedural clutter.
         distractor_prob: probability of a distractor object behind the target (crops).
         occluder_prob: probability of an object occluder in front of the target (crops).
         occluder2d_prob: probability of a flat random-polygon occluder (crops and scenes).
@@ -171,6 +174,7 @@ class SyntheticConfig:
     light_tint: float = 0.15
 
     bg_shapes: tuple[int, int] = (3, 14)
+    photo_background_prob: float = 0.0
     distractor_prob: float = 0.5
     occluder_prob: float = 0.35
     occluder2d_prob: float = 0.2
@@ -354,8 +358,50 @@ def _init_poses(rng, cfg: SyntheticConfig, T_gt: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
+#: Real photographs bundled in scikit-image's wheel (no download), used as backgrounds.
+PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "brick", "grass",
+               "gravel", "coins", "moon", "clock", "page", "immunohistochemistry",
+               "hubble_deep_field", "retina", "text")
+_PHOTOS: list = []
+
+
+def _photos() -> list:
+    """The bundled photographs as (h, w, 3) uint8, loaded once."""
+    if not _PHOTOS:
+        try:
+            import skimage.data
+        except ImportError as exc:
+            raise ImportError("photo backgrounds (SyntheticConfig.photo_background_prob > 0) "
+                              "need scikit-image: pip install scikit-image") from exc
+        for name in PHOTO_NAMES:
+            im = np.asarray(getattr(skimage.data, name)())
+            if im.ndim == 2:
+                im = np.repeat(im[..., None], 3, axis=2)
+            _PHOTOS.append(np.ascontiguousarray(im[..., :3]).astype(np.uint8))
+    return _PHOTOS
+
+
+def _photo_background(rng, h: int, w: int) -> np.ndarray:
+    """A random crop of a random real photograph: random scale, flips, quarter turns and
+    a colour tint; (h, w, 3) uint8."""
+    im = _photos()[int(rng.integers(len(_photos())))]
+    im = np.rot90(im, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        im = im[:, ::-1]
+    H, W = im.shape[:2]
+    side = int(min(H, W) * rng.uniform(0.25, 1.0))
+    y, x = int(rng.integers(0, H - side + 1)), int(rng.integers(0, W - side + 1))
+    crop = cv2.resize(np.ascontiguousarray(im[y:y + side, x:x + side]), (w, h),
+                      interpolation=cv2.INTER_AREA if side > max(h, w) else cv2.INTER_LINEAR)
+    tint = rng.uniform(0.6, 1.2, 3) * rng.uniform(0.7, 1.2)
+    return np.clip(crop.astype(np.float32) * tint, 0, 255).astype(np.uint8)
+
+
 def _background(rng, h: int, w: int, cfg: SyntheticConfig) -> np.ndarray:
-    """Procedural clutter: a gradient or smooth-noise base and random shapes; (h, w, 3) uint8."""
+    """Procedural clutter (a gradient or smooth-noise base and random shapes) or, with
+    ``cfg.photo_background_prob``, a real photograph; (h, w, 3) uint8."""
+    if cfg.photo_background_prob > 0 and rng.random() < cfg.photo_background_prob:
+        return _photo_background(rng, h, w)
     c0, c1 = _random_color(rng), _random_color(rng)
     kind = rng.integers(3)
     if kind == 0:  # linear gradient
