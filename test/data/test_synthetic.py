@@ -181,3 +181,20 @@ def test_dataset_streams(models):
     assert not torch.equal(other["image"], batches[0]["image"])
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
     assert next(iter(loader))["image"].shape == (2, 3, 32, 32)
+
+
+def test_photo_backgrounds_come_from_the_bundled_photographs():
+    """photo_background_prob draws real photographs shipped in scikit-image's wheel."""
+    from dataclasses import replace
+
+    from pose_refiner_ros.data import synthetic as syn
+
+    rng = np.random.default_rng(0)
+    cfg = replace(syn.SyntheticConfig(), photo_background_prob=1.0)
+    imgs = [syn._background(rng, 48, 64, cfg) for _ in range(6)]
+    for im in imgs:
+        assert im.shape == (48, 64, 3) and im.dtype == np.uint8
+    # Different photographs / crops, with texture (a photo is not a flat colour).
+    assert len({im.tobytes() for im in imgs}) == 6
+    assert all(im.std() > 3 for im in imgs)
+    assert len(syn._photos()) == len(syn.PHOTO_NAMES)
