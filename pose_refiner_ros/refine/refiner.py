@@ -65,6 +65,8 @@ class RefinerConfig:
         region: the region (silhouette) modality (``refine.region``), which joins the
             field in ``learned`` mode unless ``weight`` is 0; with a depth image it runs
             only when ``region.with_depth``.
+        region_lead_iterations: with the region modality, the first this many iterations
+            run without the network (the silhouette alone, long lines).
         keep_coarse_margin: with the region modality, a refinement whose region score
             (contour agreement with this image's colours) at the refined pose does not
             exceed the coarse pose's by this margin, or is below ``keep_coarse_below``, is
@@ -103,6 +105,7 @@ class RefinerConfig:
     iterations: int = 4
     field_weight: float = 1.0
     region: RegionConfig = RegionConfig()
+    region_lead_iterations: int = 0
     keep_coarse_margin: float = 0.0
     keep_coarse_below: float = 0.5
     depth_prior_weight: float = 0.0
@@ -484,7 +487,7 @@ class Refiner:
                     meshes, mesh_idx[idx], crop.K_crop, T[idx], S, diam[idx]
                 )
             with timer.section("network"):
-                if use_field:
+                if use_field and (not use_region or it >= cfg.region_lead_iterations):
                     flow, weight = self.estimator(img_crop, ren)
                     weight = weight * field_weight
                 else:  # no field: zero weights keep the grid for the depth terms

@@ -176,3 +176,31 @@ def test_region_settings_are_validated():
     assert cfg.region.half_len(0) == 10.0 and cfg.region.half_len(7) == 5.0
     with pytest.raises(ValueError, match="unknown"):
         RefinerConfig.from_dict({"region": {"wieght": 1}})
+
+
+def test_region_lead_iterations_run_without_the_network(model):
+    """The first region_lead_iterations iterations use the silhouette alone; the network
+    joins after them, and the field's weight scales its correspondences only then."""
+    from pose_refiner_ros.net.model import CorrespondenceNet
+
+    K = np.array([[220.0, 0, 79.5], [0, 220.0, 59.5], [0, 0, 1]])
+    T_gt = _pose(model, 3.0)
+    img = _photo(model, T_gt, K)
+    calls = []
+    for lead, iters in ((2, 2), (1, 3)):
+        ref = Refiner(ObjectRegistry([model]),
+                      RefinerConfig(iterations=iters, crop_size=96, device="cpu",
+                                    region_lead_iterations=lead, early_stop_deg=0.0,
+                                    early_stop_mm=0.0),
+                      CorrespondenceNet())
+        inner = ref.estimator
+        n = [0]
+
+        def counting(image, render, inner=inner, n=n):
+            n[0] += 1
+            return inner(image, render)
+
+        ref.estimator = counting
+        ref.refine(img, K, [(model.class_id, T_gt)])
+        calls.append(n[0])
+    assert calls == [0, 2]
