@@ -73,6 +73,9 @@ class RefinerConfig:
             not trusted: the result is the coarse pose, flagged ``diverged`` and
             ``kept_coarse``.
         keep_coarse_below: see ``keep_coarse_margin``.
+        retry_region, retry_min_score: in ``learned`` mode, a refinement the gate rejects
+            gets a second hypothesis: the silhouette alone from the coarse pose, kept when
+            its region score reaches ``retry_min_score`` and beats the coarse pose's.
         depth_prior_weight: with the region modality and no depth image: weight (as that
             of this many one-pixel residuals) of a prior holding the object's distance at
             the coarse pose's. Off by default: it stops the silhouette's distance drift
@@ -108,6 +111,8 @@ class RefinerConfig:
     region_lead_iterations: int = 0
     keep_coarse_margin: float = 0.0
     keep_coarse_below: float = 0.5
+    retry_region: bool = True
+    retry_min_score: float = 0.6
     depth_prior_weight: float = 0.0
     crop_size: int = 128
     crop_margin: float = 1.4
@@ -437,6 +442,10 @@ class Refiner:
             T, iterates, score, n_iter, region_scores = self._loop(
                 img, depth, K_t, T, meshes, mesh_idx, corners, diam, timer
             )
+            if region_scores is not None and self.cfg.mode == "learned" and self.cfg.retry_region:
+                T, iterates, score, n_iter, region_scores = self._retry(
+                    img, depth, K_t, T0, T, iterates, score, n_iter, region_scores,
+                    meshes, mesh_idx, corners, diam, timer)
         total_ms = 1e3 * (time.perf_counter() - t_start)
         timing = {k: v / B for k, v in timer.ms.items()}
         timing["total"] = total_ms / B
@@ -455,17 +464,47 @@ class Refiner:
             region_scores,
         )
 
-    def _loop(self, img, depth, K, T, meshes, mesh_idx, corners, diam, timer):
+    def _trusted(self, region_scores) -> torch.Tensor:
+        """(B,) bool: the gate of ``keep_coarse_*`` on (coarse, refined) region scores."""
+        r_init, r_final = region_scores
+        return (r_final > r_init + self.cfg.keep_coarse_margin) & (
+            r_final >= self.cfg.keep_coarse_below)
+
+    def _retry(self, img, depth, K, T0, T, iterates, score, n_iter, region_scores, meshes,
+               mesh_idx, corners, diam, timer):
+        """Second hypothesis for the refinements the gate rejects: the silhouette alone
+        from the coarse pose (no network), kept when it scores at least
+        ``retry_min_score`` and above the coarse pose. The other objects stay where the
+        first pass put them (they still occlude)."""
+        bad = ~self._trusted(region_scores)
+        if not bad.any():
+            return T, iterates, score, n_iter, region_scores
+        T_coarse = torch.as_tensor(T0, dtype=T.dtype, device=T.device)
+        T_start = torch.where(bad[:, None, None], T_coarse, T)
+        T2, it2, _, n2, (r2_init, r2_final) = self._loop(
+            img, depth, K, T_start, meshes, mesh_idx, corners, diam, timer, active=bad,
+            region_only=True)
+        r_init, r_final = region_scores
+        take = bad & (r2_final >= self.cfg.retry_min_score) & (
+            r2_final > r_init + self.cfg.keep_coarse_margin)
+        T = torch.where(take[:, None, None], T2, T)
+        score = torch.where(take, r2_final, score)
+        r_final = torch.where(take, r2_final, r_final)
+        return T, torch.cat([iterates, it2[:, 1:]], 1), score, n_iter + n2, (r_init, r_final)
+
+    def _loop(self, img, depth, K, T, meshes, mesh_idx, corners, diam, timer, active=None,
+              region_only=False):
         cfg, S = self.cfg, self.cfg.crop_size
         B = T.shape[0]
-        use_region = cfg.mode == "region" or (
+        use_region = region_only or cfg.mode == "region" or (
             cfg.mode == "learned" and cfg.region.weight > 0
             and (depth is None or cfg.region.with_depth))
         # The field's weights are scaled only where the region modality joins it.
         field_weight = cfg.field_weight if use_region else 1.0
-        use_field = cfg.mode != "region" and field_weight > 0
+        use_field = cfg.mode != "region" and not region_only and field_weight > 0
         iterates = [T.clone()]
-        active = torch.ones(B, dtype=torch.bool, device=self.device)
+        active = (torch.ones(B, dtype=torch.bool, device=self.device) if active is None
+                  else active.clone())
         score = torch.zeros(B, device=self.device)
         region_init = torch.zeros(B, device=self.device)
         ones = torch.ones_like(img[:, :1])
@@ -583,6 +622,7 @@ class Refiner:
                  region_scores=None):
         cfg = self.cfg
         if region_scores is not None:
+            trusted = self._trusted(region_scores).cpu().numpy()
             r_init, r_final = (x.float().cpu().numpy() for x in region_scores)
         H, W = hw
         T_np = T.double().cpu().numpy()
@@ -615,8 +655,7 @@ class Refiner:
             ) > 0.5 * abs(Ti[2, 3]):
                 reasons.append("position jumped implausibly")
             kept_coarse = False
-            if region_scores is not None and (r_final[i] <= r_init[i] + cfg.keep_coarse_margin
-                                              or r_final[i] < cfg.keep_coarse_below):
+            if region_scores is not None and not trusted[i]:
                 reasons.append(f"refinement not trusted (region score {r_init[i]:.2f} -> "
                                f"{r_final[i]:.2f}); kept the coarse pose")
                 Tn, kept_coarse = Ti.copy(), True
