@@ -238,7 +238,7 @@ def _robust_cost(T, terms) -> torch.Tensor:
     cost = wsum = 0.0
     for term in terms:
         ev = term.evaluate(T, jacobian=False)
-        behind = _huber(torch.tensor(4.0 * term.huber), term.huber).item()
+        behind = 3.5 * term.huber**2  # _huber(4 * huber, huber), as a Python float
         rob = torch.where(ev.front, _huber(ev.r.norm(dim=-1), term.huber),
                           torch.full_like(ev.weight, behind))
         cost = cost + (ev.weight * rob).sum(-1)

@@ -234,3 +234,15 @@ def test_a_rejected_refinement_gets_a_silhouette_only_second_hypothesis(model):
     plain = Refiner(ObjectRegistry([model]), replace(cfg, retry_region=False), ref.net)
     r0 = plain.refine(img, K, [(model.class_id, T0)])[0]
     assert r0.kept_coarse and np.array_equal(r0.T_cam_obj, T0)
+
+
+@pytest.mark.parametrize("r", [1, 3, 12])
+def test_dilation_by_running_sums_equals_max_pooling(r):
+    from torch.nn import functional as F
+
+    from pose_refiner_ros.refine.region import _dilate
+
+    x = (torch.rand(2, 1, 37, 50, generator=torch.Generator().manual_seed(r)) > 0.95).float()
+    ref = F.max_pool2d(F.max_pool2d(x, (1, 2 * r + 1), stride=1, padding=(0, r)),
+                       (2 * r + 1, 1), stride=1, padding=(r, 0))
+    assert torch.equal(_dilate(x, r), ref)
