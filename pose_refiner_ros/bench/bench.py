@@ -22,7 +22,7 @@ perturbation, with depth) and refines it with every method (:data:`METHODS`):
   time per object matches ``ours``: ``steps = ours' median ms / gcf-adam's ms per
   update`` (measured in this run).
 
-For each method the record holds every metric of ``shared/PROTOCOL.md``
+For each method the record holds every metric of ``docs/protocol.md``
 (:func:`~pose_refiner_ros.evaluation.metrics.summarize`), the share of samples made
 worse than initial per error, time per object (median, p95, split into crop / render /
 network / solve / other; one object per ``refine`` call, after one warm-up call), peak

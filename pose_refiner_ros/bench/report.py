@@ -75,7 +75,7 @@ def markdown(record: dict, plot_relpath: str | None = None) -> str:
         "",
         "## Accuracy",
         "",
-        "Every metric of `shared/PROTOCOL.md` (medians are errors: lower is better; `acc_*` "
+        "Every metric of `docs/protocol.md` (medians are errors: lower is better; `acc_*` "
         "and `ar_*` are shares: higher is better).",
     ]
     gcf = methods.get("gcf-adam")

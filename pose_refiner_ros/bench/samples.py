@@ -12,7 +12,7 @@ function of ``(seed, n_models, n_samples)``:
 - each annotated object whose visible fraction is at least ``min_visib_fract`` (BOP's
   0.1 by default) becomes one sample, scene after scene, until there are ``n_samples``;
   its initial pose is the scene's, i.e. the protocol's standard perturbation of the
-  ground truth (``shared/PROTOCOL.md``).
+  ground truth (``docs/protocol.md``).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class BenchSet:
             "n_samples": len(self.samples),
             "image_size": [int(s0.image_rgb.shape[1]), int(s0.image_rgb.shape[0])],
             "min_visib_fract": self.min_visib_fract,
-            "initial_poses": "standard perturbation of shared/PROTOCOL.md: rotation vector "
+            "initial_poses": "standard perturbation of docs/protocol.md: rotation vector "
                              "N(0, 15 deg) per axis, translation N(0, (1, 1, 5) cm), camera "
                              "frame (SyntheticConfig defaults)",
             "samples": [

@@ -1,4 +1,4 @@
-"""The standard pose perturbation of the refinement test (``shared/PROTOCOL.md``).
+"""The standard pose perturbation of the refinement test (``docs/protocol.md``).
 
 ``R_init = exp([w]x) R_gt`` with ``w ~ N(0, sigma_r^2 I_3)`` (a rotation about the object's
 own origin, the rotation vector expressed in the camera frame), and ``t_init = t_gt + d``

@@ -4,7 +4,7 @@ Datasets: ``bop:PATH`` (a BOP dataset root: ``models/`` and a split directory su
 ``test/``) or ``pix3d:PATH`` (a Pix3D-style root with ``pix3d.json``, ``img/``,
 ``model/``). Initial poses:
 
-- by default, the standard refinement test of ``shared/PROTOCOL.md``: every ground-truth
+- by default, the standard refinement test of ``docs/protocol.md``: every ground-truth
   pose perturbed by :func:`~pose_refiner_ros.data.perturb.perturb_pose` (``sigma_r`` 15
   deg, ``sigma_t`` (1, 1, 5) cm) with a fixed seed, drawn image after image in dataset
   order, so a run is reproducible;

@@ -1,4 +1,4 @@
-"""Pose-error metrics of ``shared/PROTOCOL.md`` (numpy, float64).
+"""Pose-error metrics of ``docs/protocol.md`` (numpy, float64).
 
 Inputs, shared by every function:
 

@@ -427,7 +427,7 @@ class Evaluation:
         m = summary.get("metrics")
         if m:
             lines += ["", "## Metrics (coarse vs refined)", "",
-                      "Definitions: `shared/PROTOCOL.md`, "
+                      "Definitions: `docs/protocol.md`, "
                       "`pose_refiner_ros/evaluation/metrics.py`.",
                       "", "| metric | coarse | refined |", "|---|---:|---:|"]
             for k in m["refined"]:

@@ -1,4 +1,4 @@
-"""The standard perturbation of shared/PROTOCOL.md, checked by its statistics."""
+"""The standard perturbation of docs/protocol.md, checked by its statistics."""
 
 import numpy as np
 import pytest
