@@ -42,8 +42,9 @@ from ..solver.gauss_newton import SolverConfig, solve_pose
 from ..solver.terms import DepthTerm
 from .estimators import make_estimator
 from .field import correspondences, sample_map
+from .occlusion import occluder_inv_depth
 from .polish import PassPoints, PolishConfig, polish_pose
-from .region import RegionConfig, line_term, occluder_inv_depth, region_measure
+from .region import RegionConfig, line_term, region_measure
 
 #: The refiner's modes (``RefinerConfig.mode``).
 MODES = ("learned", "region", "flow", "gcf-adam")

@@ -10,10 +10,10 @@ modality of ICG, Stoiber et al.), for every object and outer iteration:
    straight edge the blurred mask at distance ``d`` inside is ``Phi(d / sigma)``, so
    ``d = sigma * Phi^-1(value)``). The 3D point of each is the rendered location field
    there: it moves with the pose like the contour does, to first order.
-2. **Colour model of this image.** RGB histograms (``bins``^3) of the pixels within
-   ``band_px`` inside the rendered silhouette (object) and outside it (surroundings)
-   give, per colour, the probability ``p_f`` that a pixel of that colour is the
-   object's. Pixels outside the image are left out.
+2. **Colour model of this image** (``refine.colour_model``). RGB histograms (``bins``^3)
+   of the pixels within ``band_px`` inside the rendered silhouette (object) and outside
+   it (surroundings) give, per colour, the probability ``p_f`` that a pixel of that
+   colour is the object's. Pixels outside the image are left out.
 3. **Lines.** Along each contour normal, ``2 * half_len_px`` crop pixels centred on the
    model's edge, the per-pixel ``p_f`` is read. If the true edge is at offset ``d``,
    pixels before it are object and pixels after it surroundings; the posterior over
@@ -43,8 +43,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RegionConfig", "Contour", "contour_samples", "foreground_probability",
-           "line_measurements", "region_score", "LineMeasurements"]
+from .colour_model import foreground_probability
+
+__all__ = ["RegionConfig", "Contour", "contour_samples", "line_measurements", "region_score",
+           "LineMeasurements", "region_measure", "line_term"]
 
 
 @dataclass(frozen=True)
@@ -199,66 +201,6 @@ def contour_samples(mask: torch.Tensor, xyz_obj: torch.Tensor, depth_m: torch.Te
                    valid=valid)
 
 
-def _dilate(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Binary (B, 1, H, W) masks (0 / 1) dilated by a (2r+1)^2 square.
-
-    Two 1D passes of a running window sum (cumulative sums), so the cost does not grow
-    with ``r``: on this project's CPU max pooling with a 25-pixel window cost ~16 ms per
-    object and iteration step, this ~1 ms."""
-    for dim in (-1, -2):
-        n = x.shape[dim]
-        pad = [0, 0, 0, 0]
-        pad[0 if dim == -1 else 2] = r + 1  # one extra leading zero for the difference
-        pad[1 if dim == -1 else 3] = r
-        c = torch.cumsum(F.pad(x, pad), dim)
-        x = (c.narrow(dim, 2 * r + 1, n) - c.narrow(dim, 0, n) > 0.5).to(x.dtype)
-    return x
-
-
-def foreground_probability(img: torch.Tensor, mask: torch.Tensor, in_image: torch.Tensor,
-                           bins: int = 16, band_px: int = 12, gap_px: int = 2,
-                           hidden: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-pixel probability of belonging to the object, from this image's colours.
-
-    Args:
-        img: (B, 3, S, S) crops, RGB in [0, 1].
-        mask: (B, S, S) bool rendered silhouettes in those crops.
-        in_image: (B, 1, S, S) 1 where the crop pixel lies inside the image, else 0.
-        bins: histogram bins per channel.
-        band_px: width of the object and surroundings bands, pixels.
-        gap_px: pixels this close to the rendered edge are in neither band.
-        hidden: optional (B, 1, S, S), 1 where another object is in front of this one:
-            left out of the object's colours.
-
-    Returns:
-        (B, 1, S, S) ``p_f`` in (0, 1); 0.5 outside the image.
-    """
-    B = img.shape[0]
-    m = mask[:, None].to(img.dtype)
-    near = _dilate(m, band_px)  # within band_px of the object
-    core = 1.0 - _dilate(1.0 - m, band_px)  # deeper inside than band_px
-    # Pixels within gap_px of the rendered edge are left out: whether they are object or
-    # surroundings is what is being measured, and counting them on the side the current
-    # pose puts them would pull the edge towards where it is now.
-    inner = 1.0 - _dilate(1.0 - m, gap_px) if gap_px > 0 else m
-    outer = _dilate(m, gap_px) if gap_px > 0 else m
-    if hidden is not None:
-        inner = inner * (1 - hidden)
-    fg = (inner * (1 - core) * in_image).reshape(B, -1)
-    bg = ((near - outer) * in_image).reshape(B, -1)
-    q = (img.clamp(0, 1) * bins).long().clamp_max(bins - 1)
-    idx = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).reshape(B, -1)
-    h_f = torch.zeros(B, bins**3, dtype=img.dtype, device=img.device).scatter_add_(1, idx, fg)
-    h_b = torch.zeros_like(h_f).scatter_add_(1, idx, bg)
-    # Normalised histograms (each region counts equally), with a small prior per bin.
-    prior = 1.0 / bins**3
-    h_f = (h_f + prior) / (fg.sum(-1, keepdim=True) + 1.0)
-    h_b = (h_b + prior) / (bg.sum(-1, keepdim=True) + 1.0)
-    p_f = h_f / (h_f + h_b)
-    p = torch.gather(p_f, 1, idx).reshape(B, 1, *img.shape[-2:])
-    return p * in_image + 0.5 * (1 - in_image)
-
-
 @dataclass(frozen=True)
 class LineMeasurements:
     """Where each contour's edge was found along its normal.
@@ -411,38 +353,3 @@ def line_term(contour: Contour, lines: LineMeasurements, K_crop: torch.Tensor,
     w = lines.seen * (floor**2 / lines.var_px2.clamp_min(floor**2))
     return LineTerm(contour.pts_obj, target, contour.normal, w, K_crop, scale=cfg.weight,
                     huber=max(cfg.huber_px, floor), min_depth_m=min_depth_m)
-
-
-def occluder_inv_depth(renderer, meshes, mesh_idx: torch.Tensor, K: torch.Tensor,
-                       T_cam_obj: torch.Tensor, height: int, width: int,
-                       downscale: int = 2) -> torch.Tensor:
-    """Per object, the inverse depth of the nearest *other* object of the same image.
-
-    All objects are rendered together at ``1 / downscale`` of the image's resolution
-    (occlusion needs no more) and, for each, the others' z-buffer is kept.
-
-    Args:
-        renderer: a ``render.Renderer``; meshes, mesh_idx: as for ``Renderer.render``.
-        K: (B, 3, 3) the image's intrinsics; T_cam_obj: (B, 4, 4) every object's pose.
-        height, width: the image's size, pixels.
-
-    Returns:
-        (B, 1, height, width) inverse depth, 1/m, of the nearest other object; 0 where
-        no other object is rendered.
-    """
-    B = T_cam_obj.shape[0]
-    s = float(downscale)
-    K_s = K.clone()
-    K_s[:, :2] = K[:, :2] / s
-    K_s[:, :2, 2] = (K[:, :2, 2] + 0.5) / s - 0.5  # pixel centres stay pixel centres
-    h, w = -(-height // downscale), -(-width // downscale)
-    frags = renderer.render(meshes, mesh_idx, K_s, T_cam_obj, h, w)
-    inv = torch.where(frags.mask, 1.0 / frags.depth_m.clamp_min(1e-6),
-                      torch.zeros_like(frags.depth_m))  # (B, h, w)
-    if B == 1:
-        return torch.zeros(1, 1, height, width, dtype=inv.dtype, device=inv.device)
-    top, arg = inv.topk(2, dim=0)  # nearest and second nearest object per pixel
-    own = torch.arange(B, device=inv.device)[:, None, None]
-    other = torch.where(arg[0][None] == own, top[1][None], top[0][None])  # (B, h, w)
-    other = F.interpolate(other[:, None], scale_factor=downscale, mode="nearest")
-    return other[..., :height, :width].contiguous()

@@ -11,14 +11,10 @@ from pose_refiner_ros.data.perturb import perturb_pose
 from pose_refiner_ros.data.procedural import procedural_models
 from pose_refiner_ros.geometry.lie import rotation_angle_deg
 from pose_refiner_ros.mesh.registry import ObjectRegistry
+from pose_refiner_ros.refine.colour_model import foreground_probability
+from pose_refiner_ros.refine.occlusion import occluder_inv_depth
 from pose_refiner_ros.refine.refiner import Refiner, RefinerConfig
-from pose_refiner_ros.refine.region import (
-    RegionConfig,
-    contour_samples,
-    foreground_probability,
-    line_measurements,
-    occluder_inv_depth,
-)
+from pose_refiner_ros.refine.region import RegionConfig, contour_samples, line_measurements
 from pose_refiner_ros.render.base import RenderMesh, make_renderer
 
 S = 96
@@ -240,7 +236,7 @@ def test_a_rejected_refinement_gets_a_silhouette_only_second_hypothesis(model):
 def test_dilation_by_running_sums_equals_max_pooling(r):
     from torch.nn import functional as F
 
-    from pose_refiner_ros.refine.region import _dilate
+    from pose_refiner_ros.refine.colour_model import _dilate
 
     x = (torch.rand(2, 1, 37, 50, generator=torch.Generator().manual_seed(r)) > 0.95).float()
     ref = F.max_pool2d(F.max_pool2d(x, (1, 2 * r + 1), stride=1, padding=(0, r)),
