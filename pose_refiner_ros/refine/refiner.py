@@ -508,7 +508,6 @@ class Refiner:
                   else active.clone())
         score = torch.zeros(B, device=self.device)
         region_init = torch.zeros(B, device=self.device)
-        ones = torch.ones_like(img[:, :1])
         T0z = T[:, 2, 3].clone()
         n_iter = 0
         for it in range(cfg.iterations):
@@ -536,15 +535,9 @@ class Refiner:
             extra = []
             if use_region:
                 with timer.section("region"):
-                    in_image = crop_images(ones.expand(len(idx), -1, -1, -1), crop)
-                    occ = None
-                    if B > 1:  # the image's other objects hide parts of the contour
-                        occ_full = occluder_inv_depth(self.renderer, meshes, mesh_idx, K, T,
-                                                      *img.shape[-2:])
-                        occ = crop_images(occ_full[idx], crop, mode="nearest")
-                    contour, lines, r_score = region_measure(
-                        img_crop, in_image, frags.mask, frags.xyz_obj, frags.depth_m,
-                        cfg.region, cfg.region.half_len(it), occ, with_score=it == 0)
+                    contour, lines, r_score = self._region_measure(
+                        img, K, T, meshes, mesh_idx, idx, crop, img_crop, frags,
+                        cfg.region.half_len(it), with_score=it == 0)
                     extra.append(line_term(contour, lines, crop.K_crop, cfg.region,
                                            cfg.region.half_len(it), cfg.solver.min_depth_m))
                     if it == 0:
@@ -583,10 +576,9 @@ class Refiner:
                                          normals_obj=grid_normals_obj(frags, corr, T[idx]))
                     T_new = polish_pose(T_new, points, depth[0, 0], K[idx], diam[idx],
                                         cfg.polish, cfg.solver).T_cam_obj
-                if use_field:
+                if not use_region:  # with it, the score is the region score (below)
                     agree = (res.residual_px < 2.0).float()
-                    score[idx] = (corr.weight * agree).sum(-1) / (
-                        field_weight * corr.valid.sum(-1).clamp_min(1))
+                    score[idx] = (corr.weight * agree).sum(-1) / corr.valid.sum(-1).clamp_min(1)
                 d_rot = rotation_angle_deg(T_new[:, :3, :3], T[idx, :3, :3])
                 d_mm = 1e3 * (T_new[:, :3, 3] - T[idx, :3, 3]).norm(dim=-1)
                 T = T.clone()
@@ -604,20 +596,30 @@ class Refiner:
             score = region_final
         return T, torch.stack(iterates, 1), score, n_iter, region_scores
 
+    def _region_measure(self, img, K, T, meshes, mesh_idx, idx, crop, img_crop, frags,
+                        half_len_px, with_score):
+        """``refine.region.region_measure`` for the objects ``idx`` of the image, in their
+        crops ``crop`` (``img_crop``, rendered as ``frags``); every object of the image at
+        its pose ``T`` (B, 4, 4) occludes the others."""
+        ones = torch.ones_like(img[:, :1]).expand(len(idx), -1, -1, -1)
+        in_image = crop_images(ones, crop)
+        occ = None
+        if T.shape[0] > 1:  # the image's other objects hide parts of the contour
+            occ_full = occluder_inv_depth(self.renderer, meshes, mesh_idx, K, T,
+                                          *img.shape[-2:])
+            occ = crop_images(occ_full[idx], crop, mode="nearest")
+        return region_measure(img_crop, in_image, frags.mask, frags.xyz_obj, frags.depth_m,
+                              self.cfg.region, half_len_px, occ, with_score=with_score)
+
     def _region_score_at(self, img, K, T, meshes, mesh_idx, corners, diam):
         """(B,) region score (``refine.region.region_score``) of the poses ``T``."""
         cfg, S = self.cfg, self.cfg.crop_size
         crop = compute_crops(K, T, corners, S, cfg.crop_margin)
         img_crop = crop_images(img.expand(len(T), -1, -1, -1), crop)
-        in_image = crop_images(torch.ones_like(img[:, :1]).expand(len(T), -1, -1, -1), crop)
         frags = self.renderer.render(meshes, mesh_idx, crop.K_crop, T, S, S)
-        occ = None
-        if len(T) > 1:
-            occ = crop_images(occluder_inv_depth(self.renderer, meshes, mesh_idx, K, T,
-                                                 *img.shape[-2:]), crop, mode="nearest")
-        fine = cfg.region.half_len_px[-1]
-        return region_measure(img_crop, in_image, frags.mask, frags.xyz_obj, frags.depth_m,
-                              cfg.region, fine, occ)[2]
+        idx = torch.arange(len(T), device=T.device)
+        return self._region_measure(img, K, T, meshes, mesh_idx, idx, crop, img_crop, frags,
+                                    cfg.region.half_len_px[-1], with_score=True)[2]
 
     def _results(self, class_ids, T0, T, iterates, score, n_iter, K, hw, diam, mode, timing,
                  region_scores=None):

@@ -39,6 +39,7 @@ from .terms import (  # noqa: F401  (the Jacobians are re-exported for callers a
     DepthTerm,
     PlaneTerm,
     ReprojectionTerm,
+    check_shape,
     depth_jacobian,
     plane_jacobian,
     reprojection_jacobian,
@@ -71,13 +72,6 @@ class SolverConfig:
     plane_weight: float = 1.0
     min_depth_m: float = 1e-3
     max_step_rad: float = 0.5
-
-
-def _check(name: str, x: torch.Tensor, shape: tuple) -> None:
-    if x.dim() != len(shape) or any(
-        s is not None and s != d for s, d in zip(shape, x.shape, strict=False)
-    ):
-        raise ValueError(f"{name}: expected shape {shape} (None = any), got {tuple(x.shape)}")
 
 
 def _huber_weight(r_norm: torch.Tensor, delta: float) -> torch.Tensor:
@@ -143,26 +137,26 @@ def solve_pose(
         :class:`SolveResult`.
     """
     B, N = pts_obj.shape[:2]
-    _check("T_init", T_init, (B, 4, 4))
-    _check("pts_obj", pts_obj, (B, N, 3))
-    _check("uv_target", uv_target, (B, N, 2))
-    _check("weights", weights, (B, N))
-    _check("K", K, (B, 3, 3))
+    check_shape("T_init", T_init, (B, 4, 4))
+    check_shape("pts_obj", pts_obj, (B, N, 3))
+    check_shape("uv_target", uv_target, (B, N, 2))
+    check_shape("weights", weights, (B, N))
+    check_shape("K", K, (B, 3, 3))
     use_depth = depth_target_m is not None
     if use_depth:
         if depth_weights is None:
             raise ValueError("depth_weights: required when depth_target_m is given")
-        _check("depth_target_m", depth_target_m, (B, N))
-        _check("depth_weights", depth_weights, (B, N))
+        check_shape("depth_target_m", depth_target_m, (B, N))
+        check_shape("depth_weights", depth_weights, (B, N))
     plane = None
     if plane_target_cam_m is not None:
         if plane_normals_obj is None or plane_weights is None:
             raise ValueError(
                 "plane_normals_obj, plane_weights: required when plane_target_cam_m is given"
             )
-        _check("plane_target_cam_m", plane_target_cam_m, (B, N, 3))
-        _check("plane_normals_obj", plane_normals_obj, (B, N, 3))
-        _check("plane_weights", plane_weights, (B, N))
+        check_shape("plane_target_cam_m", plane_target_cam_m, (B, N, 3))
+        check_shape("plane_normals_obj", plane_normals_obj, (B, N, 3))
+        check_shape("plane_weights", plane_weights, (B, N))
         plane = (plane_target_cam_m, plane_normals_obj, plane_weights)
 
     min_d = cfg.min_depth_m
@@ -198,7 +192,7 @@ def solve_terms(T_init: torch.Tensor, terms, cfg: SolverConfig = SolverConfig())
     """
     if not terms:
         raise ValueError("terms: at least one residual term is needed")
-    _check("T_init", T_init, (None, 4, 4))
+    check_shape("T_init", T_init, (None, 4, 4))
     B = T_init.shape[0]
     dtype, device = T_init.dtype, T_init.device
     eye6 = torch.eye(6, dtype=dtype, device=device)

@@ -34,7 +34,7 @@ import torch
 
 from ..geometry.lie import hat
 
-__all__ = ["Residuals", "ResidualTerm", "ReprojectionTerm", "LineTerm", "DepthTerm",
+__all__ = ["Residuals", "ResidualTerm", "ReprojectionTerm", "LineTerm", "DepthTerm", "check_shape",
            "PlaneTerm", "reprojection_jacobian", "depth_jacobian", "plane_jacobian"]
 
 
@@ -55,7 +55,8 @@ class Residuals:
     front: torch.Tensor
 
 
-def _check(name: str, x: torch.Tensor, shape: tuple) -> None:
+def check_shape(name: str, x: torch.Tensor, shape: tuple) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``x`` has ``shape`` (None = any size)."""
     if x.dim() != len(shape) or any(
         s is not None and s != d for s, d in zip(shape, x.shape, strict=False)
     ):
@@ -133,9 +134,9 @@ class ResidualTerm:
     def __init__(self, pts_obj, weights, K, scale: float = 1.0, huber: float = 2.0,
                  min_depth_m: float = 1e-3):
         B, N = pts_obj.shape[:2]
-        _check("pts_obj", pts_obj, (B, N, 3))
-        _check("weights", weights, (B, N))
-        _check("K", K, (B, 3, 3))
+        check_shape("pts_obj", pts_obj, (B, N, 3))
+        check_shape("weights", weights, (B, N))
+        check_shape("K", K, (B, 3, 3))
         self.pts_obj, self.weights, self.K = pts_obj, weights, K
         self.scale, self.huber, self.min_depth_m = float(scale), float(huber), min_depth_m
 
@@ -162,7 +163,7 @@ class ReprojectionTerm(ResidualTerm):
 
     def __init__(self, pts_obj, uv_target, weights, K, **kw):
         super().__init__(pts_obj, weights, K, **kw)
-        _check("uv_target", uv_target, (*pts_obj.shape[:2], 2))
+        check_shape("uv_target", uv_target, (*pts_obj.shape[:2], 2))
         self.uv_target = uv_target
 
     def evaluate(self, T, jacobian=True):
@@ -188,8 +189,8 @@ class LineTerm(ResidualTerm):
 
     def __init__(self, pts_obj, uv_target, normals_uv, weights, K, **kw):
         super().__init__(pts_obj, weights, K, **kw)
-        _check("uv_target", uv_target, (*pts_obj.shape[:2], 2))
-        _check("normals_uv", normals_uv, (*pts_obj.shape[:2], 2))
+        check_shape("uv_target", uv_target, (*pts_obj.shape[:2], 2))
+        check_shape("normals_uv", normals_uv, (*pts_obj.shape[:2], 2))
         self.uv_target, self.normals_uv = uv_target, normals_uv
 
     def evaluate(self, T, jacobian=True):
@@ -212,7 +213,7 @@ class DepthTerm(ResidualTerm):
 
     def __init__(self, pts_obj, depth_target_m, weights, K, **kw):
         super().__init__(pts_obj, weights, K, **kw)
-        _check("depth_target_m", depth_target_m, pts_obj.shape[:2])
+        check_shape("depth_target_m", depth_target_m, pts_obj.shape[:2])
         self.depth_target_m = depth_target_m
 
     def evaluate(self, T, jacobian=True):
@@ -236,8 +237,8 @@ class PlaneTerm(ResidualTerm):
 
     def __init__(self, pts_obj, target_cam_m, normals_obj, weights, K, **kw):
         super().__init__(pts_obj, weights, K, **kw)
-        _check("plane_target_cam_m", target_cam_m, (*pts_obj.shape[:2], 3))
-        _check("plane_normals_obj", normals_obj, (*pts_obj.shape[:2], 3))
+        check_shape("plane_target_cam_m", target_cam_m, (*pts_obj.shape[:2], 3))
+        check_shape("plane_normals_obj", normals_obj, (*pts_obj.shape[:2], 3))
         self.target_cam_m, self.normals_obj = target_cam_m, normals_obj
 
     def evaluate(self, T, jacobian=True):
