@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from .colour_model import foreground_probability
 
 __all__ = ["RegionConfig", "Contour", "contour_samples", "line_measurements", "region_score",
-           "LineMeasurements", "region_measure", "line_term"]
+           "LineMeasurements", "region_measure", "line_term", "edge_posterior"]
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,6 @@ def line_measurements(p_f: torch.Tensor, mask: torch.Tensor, contour: Contour,
     S = p_f.shape[-1]
     dtype, dev = p_f.dtype, p_f.device
     s = torch.linspace(-half_len_px, half_len_px, samples, dtype=dtype, device=dev)  # (M,)
-    step = s[1] - s[0]
     centre = contour.uv + contour.offset[..., None] * contour.normal  # model edge, (B, N, 2)
     pos = centre[:, :, None, :] + s[None, None, :, None] * contour.normal[:, :, None, :]
     grid = (pos + 0.5) / S * 2.0 - 1.0  # (B, N, M, 2), align_corners=False convention
@@ -269,24 +268,46 @@ def line_measurements(p_f: torch.Tensor, mask: torch.Tensor, contour: Contour,
                        [-1])
     outer = torch.cumprod((~m & free)[..., c + 1:].to(dtype), -1)
     ok = torch.cat([inner, free[..., c:c + 1].to(dtype), outer], -1) > 0.5
+    mean, var, agree = edge_posterior(pf, ok, s, eps, min_std_px, agree_px)
+    zero = torch.zeros_like(mean)
+    seen = contour.valid & ok[..., c]
+    return LineMeasurements(mean_px=torch.where(seen, mean, zero),
+                            var_px2=torch.where(seen, var, torch.full_like(var, 1e6)),
+                            agree=torch.where(seen, agree, zero), seen=seen)
+
+
+def edge_posterior(pf: torch.Tensor, ok: torch.Tensor, s: torch.Tensor, eps: float = 0.1,
+                   min_std_px: float = 0.5, agree_px: float = 1.5):
+    """Where the edge lies along lines of object probabilities (module docstring, step 3).
+
+    Args:
+        pf: (..., M) object probability at each line sample, object side first.
+        ok: (..., M) bool: the sample tells something about this object's edge (unused
+            samples count as 0.5).
+        s: (M,) the samples' offsets from the model's edge along the line, pixels,
+            increasing and evenly spaced.
+        eps, min_std_px, agree_px: as in :class:`RegionConfig`.
+
+    Returns:
+        ``(mean, var, agree)``, each (...): the edge's offset from the model's edge
+        (pixels), its variance (pixels^2, floored at ``min_std_px^2``), and the
+        posterior probability that it lies within ``agree_px`` of the model's edge.
+    """
+    step = s[1] - s[0]
     pf = torch.where(ok, pf.clamp(eps, 1.0 - eps), torch.full_like(pf, 0.5))
     lf, lb = pf.log(), (1.0 - pf).log()
     # Edge between samples j-1 and j (j = 1..M-1): samples < j object, >= j surroundings.
     cf = torch.cumsum(lf, -1)  # cf[j] = sum_{i <= j} lf
     cb = torch.flip(torch.cumsum(torch.flip(lb, [-1]), -1), [-1])  # cb[j] = sum_{i >= j} lb
-    loglik = cf[..., :-1] + cb[..., 1:]  # (B, N, M-1)
+    loglik = cf[..., :-1] + cb[..., 1:]  # (..., M-1)
     loglik = torch.where(ok[..., :-1] & ok[..., 1:], loglik, torch.full_like(loglik, -1e4))
     d = 0.5 * (s[:-1] + s[1:])  # (M-1,) edge positions
     post = torch.softmax(loglik, -1)
     mean = (post * d).sum(-1)
     var = (post * (d - mean[..., None]) ** 2).sum(-1) + step**2 / 12
     var = var.clamp_min(min_std_px**2)
-    agree = (post * ((d.abs() <= agree_px).to(dtype))).sum(-1)
-    zero = torch.zeros_like(mean)
-    seen = contour.valid & ok[..., c]
-    return LineMeasurements(mean_px=torch.where(seen, mean, zero),
-                            var_px2=torch.where(seen, var, torch.full_like(var, 1e6)),
-                            agree=torch.where(seen, agree, zero), seen=seen)
+    agree = (post * ((d.abs() <= agree_px).to(pf.dtype))).sum(-1)
+    return mean, var, agree
 
 
 def region_score(lines: LineMeasurements, contour: Contour) -> torch.Tensor:
