@@ -136,3 +136,39 @@ def polish_pose(
         )
         T = res.T_cam_obj
     return res
+
+
+def grid_normals_obj(frags, corr, T) -> torch.Tensor:
+    """(B, N, 3) rendered normals at the correspondences' grid points, object frame.
+
+    ``frags.normal_cam`` (B, S, S, 3) is in the camera frame of the pose ``T`` (B, 4, 4)
+    it was rendered at; ``R^T n`` takes it to the object frame.
+    """
+    ui, vi = corr.uv_src[0, :, 0].long(), corr.uv_src[0, :, 1].long()
+    return (T[:, None, :3, :3] * frags.normal_cam[:, vi, ui][..., :, None]).sum(-2)
+
+
+def plane_terms(depth_crop, frags, corr, T, K_crop, gate_m) -> dict:
+    """Point-to-plane matches of the correspondences' points (``solve_pose`` keywords).
+
+    Each grid point is matched to the surface measured at the pixel where it is rendered
+    now (projective association, as in KinectFusion's ICP), not where the field says it
+    is: this pulls the rendered surface onto the measured one independently of the
+    field's error. Matches further than ``gate_m`` from the rendered depth are dropped
+    (background, occluders, a pose still far off).
+
+    Args:
+        depth_crop: (B, 1, S, S) measured depth in the crop, metres; 0 = none.
+        frags: the crop's rendering at ``T`` (``normal_cam`` (B, S, S, 3), ``depth_m``).
+        corr: the correspondences read from it (grid points ``uv_src`` (B, N, 2)).
+        T: (B, 4, 4) the pose it was rendered at.
+        K_crop: (B, 3, 3) the crop's intrinsics.
+        gate_m: (B, 1) the match gate, metres.
+    """
+    # The grid points are whole crop pixels, the same for every object.
+    ui, vi = corr.uv_src[0, :, 0].long(), corr.uv_src[0, :, 1].long()
+    d = depth_crop[:, 0, vi, ui]  # (B, N)
+    n_obj = grid_normals_obj(frags, corr, T)
+    ok = corr.valid & (d > 0) & ((d - frags.depth_m[:, vi, ui]).abs() < gate_m)
+    return dict(plane_target_cam_m=backproject(corr.uv_src, d, K_crop),
+                plane_normals_obj=n_obj, plane_weights=ok.to(d.dtype))

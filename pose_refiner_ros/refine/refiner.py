@@ -23,178 +23,31 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 import time
 
 import numpy as np
 import torch
 
-from ..config_dict import dataclass_from_dict
-from ..geometry.camera import backproject
 from ..geometry.crop import compute_crops, crop_images
 from ..geometry.lie import rotation_angle_deg, transform_points
 from ..mesh.registry import ObjectRegistry
 from ..net.model import CorrespondenceNet
 from ..render.base import RenderMesh, make_renderer
 from ..render.shading import shade
-from ..solver.gauss_newton import SolverConfig, solve_pose
+from ..solver.gauss_newton import solve_pose
 from ..solver.terms import DepthTerm
+from .config import MODES, RefinerConfig, RefineResult
 from .estimators import make_estimator
 from .field import correspondences, sample_map
 from .occlusion import occluder_inv_depth
-from .polish import PassPoints, PolishConfig, polish_pose
-from .region import RegionConfig, line_term, region_measure
+from .polish import PassPoints, grid_normals_obj, plane_terms, polish_pose
+from .region import line_term, region_measure
+from .trust import consensus_spread, trusted
 
-#: The refiner's modes (``RefinerConfig.mode``).
-MODES = ("learned", "region", "flow", "gcf-adam")
-
-
-@dataclass(frozen=True)
-class RefinerConfig:
-    """Settings of :class:`Refiner` (documented defaults; chosen by measurement, see README).
-
-    Attributes:
-        mode: ``"learned"`` (the network's field, with the region modality when
-            ``region.weight`` > 0), ``"region"`` (training-free: the region modality alone,
-            no network), ``"flow"`` (training-free OpenCV optical flow through the same
-            solver) or ``"gcf-adam"`` (the GCF paper's procedure).
-        iterations: outer render-and-compare iterations at most.
-        field_weight: scale of the learned field's correspondence weights where the
-            region modality joins it (RGB). 1 was best measured on real and synthetic
-            images alike (0.3 lost 12 points of ADD(-S) on synthetic ones).
-        region: the region (silhouette) modality (``refine.region``), which joins the
-            field in ``learned`` mode unless ``weight`` is 0; with a depth image it runs
-            only when ``region.with_depth``.
-        region_lead_iterations: with the region modality, the first this many iterations
-            run without the network (the silhouette alone, long lines).
-        keep_coarse_margin: with the region modality, a refinement whose region score
-            (contour agreement with this image's colours) at the refined pose does not
-            exceed the coarse pose's by this margin, or is below ``keep_coarse_below``, is
-            not trusted: the result is the coarse pose, flagged ``diverged`` and
-            ``kept_coarse``.
-        keep_coarse_below: see ``keep_coarse_margin``.
-        retry_region, retry_min_score: in ``learned`` mode, a refinement the gate rejects
-            gets a second hypothesis: the silhouette alone from the coarse pose, kept when
-            its region score reaches ``retry_min_score`` and beats the coarse pose's.
-        depth_prior_weight: with the region modality and no depth image: weight (as that
-            of this many one-pixel residuals) of a prior holding the object's distance at
-            the coarse pose's. Off by default: it stops the silhouette's distance drift
-            on real images, but it also stops the field from correcting the distance where
-            the field is right; the region score's gate catches the drifted ones instead.
-        crop_size: side of the square zoom-in crop, pixels (multiple of 8).
-        crop_margin: crop side over the projected extent of the object's bounding box.
-        gru_iters: recurrent steps per network pass (``None``: the checkpoint's).
-        use_depth: add depth residuals when a depth image is given.
-        depth_gate_diameters, depth_gate_m: a depth sample joins the solve only within
-            ``depth_gate_diameters * diameter + depth_gate_m`` of the point's depth at the
-            current pose.
-        early_stop_deg, early_stop_mm: an object whose update is below both is done.
-        min_score: results scoring below this are flagged ``diverged``.
-        max_rotation_jump_deg: a refined rotation further than this from the initial one
-            is flagged ``diverged``.
-        max_shift_diameters: a refined position further than this many object diameters
-            (sideways) or half the initial distance (in depth) is flagged ``diverged``.
-        solver: LM settings.
-        polish: the RGB-D depth polish after each iteration's solve (``refine.polish``).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        cpu_threads: torch's intra-op threads for this process when > 0 (0: torch's
-            default). On a 2-core CPU shared with other work, 1 thread refined an object
-            in 137 ms and 2 contending threads in 422 ms.
-        renderer: renderer backend, see ``render.make_renderer``.
-        adam_steps, adam_lr: the ``gcf-adam`` procedure (paper: 1000 updates, lr 0.05).
-    """
-
-    mode: str = "learned"
-    iterations: int = 4
-    field_weight: float = 1.0
-    region: RegionConfig = RegionConfig()
-    region_lead_iterations: int = 0
-    keep_coarse_margin: float = 0.0
-    keep_coarse_below: float = 0.5
-    retry_region: bool = True
-    retry_min_score: float = 0.6
-    depth_prior_weight: float = 0.0
-    crop_size: int = 128
-    crop_margin: float = 1.4
-    gru_iters: int | None = None
-    use_depth: bool = True
-    depth_gate_diameters: float = 0.5
-    depth_gate_m: float = 0.03
-    early_stop_deg: float = 0.05
-    early_stop_mm: float = 0.2
-    min_score: float = 0.15
-    max_rotation_jump_deg: float = 90.0
-    max_shift_diameters: float = 1.5
-    solver: SolverConfig = SolverConfig()
-    polish: PolishConfig = PolishConfig()
-    device: str = "auto"
-    cpu_threads: int = 0
-    renderer: str = "auto"
-    adam_steps: int = 1000
-    adam_lr: float = 0.05
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.crop_size < 32 or self.crop_size % 8:
-            raise ValueError(f"crop_size: expected a multiple of 8 >= 32, got {self.crop_size}")
-        if self.iterations < 1:
-            raise ValueError(f"iterations: expected >= 1, got {self.iterations}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RefinerConfig:
-        """Build from a plain dict (YAML, checkpoint); unknown keys raise ``ValueError``."""
-        return dataclass_from_dict(
-            cls, d, "refiner config",
-            nested=(("solver", SolverConfig), ("polish", PolishConfig), ("region", RegionConfig)),
-        )
-
-
-@dataclass(frozen=True)
-class RefineResult:
-    """The refinement of one object.
-
-    Attributes:
-        class_id: registry class of the object.
-        T_cam_obj: (4, 4) refined pose (float64).
-        T_cam_obj_init: (4, 4) the pose it started from.
-        iterates: (n + 1, 4, 4) the initial pose and every iterate.
-        score: confidence in [0, 1] of the pose returned. With the region modality (RGB,
-            the default): the region score, the share of the visible contour whose edge
-            this image's colours put within ``region.agree_px`` of the pose's
-            (``refine.region``). Without it: the weighted share of the rendered surface
-            whose correspondences agree with the pose solved from them (before the depth
-            polish, in RGB-D) within 2 crop pixels. Higher means lower error (see
-            README, "Confidence").
-        diverged: True when the result must not be trusted; ``reason`` says why. With
-            ``kept_coarse`` the pose returned is the coarse one; otherwise a caller can
-            keep the initial pose.
-        reason: empty, or why ``diverged`` is set.
-        mode: ``"rgb"`` or ``"rgbd"``: which residuals the solve used.
-        timing_ms: per stage: ``crop``, ``render``, ``network``, ``solve`` (with the
-            depth polish), ``total`` (shared stages of a batch are divided evenly among
-            its objects).
-        iterations: outer iterations run.
-        kept_coarse: the refinement was not trusted (``reason``) and ``T_cam_obj`` is
-            the coarse pose it started from (``iterates[-1]`` holds the rejected one).
-        score_coarse: with the region modality, the region score of the coarse pose
-            (``score`` is the refined pose's); else None.
-    """
-
-    class_id: str
-    T_cam_obj: np.ndarray
-    T_cam_obj_init: np.ndarray
-    iterates: np.ndarray
-    score: float
-    diverged: bool
-    reason: str
-    mode: str
-    timing_ms: dict = field(default_factory=dict)
-    iterations: int = 0
-    kept_coarse: bool = False
-    score_coarse: float | None = None
-
+__all__ = ["MODES", "RefinerConfig", "RefineResult", "Refiner", "resolve_device",
+           "render_input", "as_image_tensor"]
 
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
@@ -246,42 +99,6 @@ def as_image_tensor(image, device) -> torch.Tensor:
     return t.permute(2, 0, 1)[None].contiguous()
 
 
-def grid_normals_obj(frags, corr, T) -> torch.Tensor:
-    """(B, N, 3) rendered normals at the correspondences' grid points, object frame.
-
-    ``frags.normal_cam`` (B, S, S, 3) is in the camera frame of the pose ``T`` (B, 4, 4)
-    it was rendered at; ``R^T n`` takes it to the object frame.
-    """
-    ui, vi = corr.uv_src[0, :, 0].long(), corr.uv_src[0, :, 1].long()
-    return (T[:, None, :3, :3] * frags.normal_cam[:, vi, ui][..., :, None]).sum(-2)
-
-
-def plane_terms(depth_crop, frags, corr, T, K_crop, gate_m) -> dict:
-    """Point-to-plane matches of the correspondences' points (``solve_pose`` keywords).
-
-    Each grid point is matched to the surface measured at the pixel where it is rendered
-    now (projective association, as in KinectFusion's ICP), not where the field says it
-    is: this pulls the rendered surface onto the measured one independently of the
-    field's error. Matches further than ``gate_m`` from the rendered depth are dropped
-    (background, occluders, a pose still far off).
-
-    Args:
-        depth_crop: (B, 1, S, S) measured depth in the crop, metres; 0 = none.
-        frags: the crop's rendering at ``T`` (``normal_cam`` (B, S, S, 3), ``depth_m``).
-        corr: the correspondences read from it (grid points ``uv_src`` (B, N, 2)).
-        T: (B, 4, 4) the pose it was rendered at.
-        K_crop: (B, 3, 3) the crop's intrinsics.
-        gate_m: (B, 1) the match gate, metres.
-    """
-    # The grid points are whole crop pixels, the same for every object.
-    ui, vi = corr.uv_src[0, :, 0].long(), corr.uv_src[0, :, 1].long()
-    d = depth_crop[:, 0, vi, ui]  # (B, N)
-    n_obj = grid_normals_obj(frags, corr, T)
-    ok = corr.valid & (d > 0) & ((d - frags.depth_m[:, vi, ui]).abs() < gate_m)
-    return dict(plane_target_cam_m=backproject(corr.uv_src, d, K_crop),
-                plane_normals_obj=n_obj, plane_weights=ok.to(d.dtype))
-
-
 class _Timer:
     def __init__(self, device: torch.device):
         self.device = device
@@ -316,9 +133,10 @@ class Refiner:
     def __init__(
         self,
         registry: ObjectRegistry,
-        cfg: RefinerConfig = RefinerConfig(),
+        cfg: RefinerConfig | None = None,
         net: CorrespondenceNet | None = None,
     ):
+        cfg = cfg or RefinerConfig()
         self.registry = registry
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -443,10 +261,23 @@ class Refiner:
             T, iterates, score, n_iter, region_scores = self._loop(
                 img, depth, K_t, T, meshes, mesh_idx, corners, diam, timer
             )
+            if region_scores is not None and self.cfg.region_polish:
+                with timer.section("region"):
+                    T = self._sparse(img, K_t, T, class_ids, mesh_idx, corners, meshes,
+                                     self.cfg.region_polish, self.cfg.region_polish_lm)
+                    iterates = torch.cat([iterates, T[:, None]], 1)
+                    score = self._region_score_at(img, K_t, T, meshes, mesh_idx, corners,
+                                                  diam)
+                    region_scores = (region_scores[0], score)
             if region_scores is not None and self.cfg.mode == "learned" and self.cfg.retry_region:
                 T, iterates, score, n_iter, region_scores = self._retry(
                     img, depth, K_t, T0, T, iterates, score, n_iter, region_scores,
                     meshes, mesh_idx, corners, diam, timer)
+            if region_scores is not None and self.cfg.consensus_starts > 0:
+                with timer.section("region"):
+                    spread = consensus_spread(self, img, K_t, T, class_ids, mesh_idx,
+                                              corners, meshes, diam)
+                region_scores = (*region_scores[:2], spread)
         total_ms = 1e3 * (time.perf_counter() - t_start)
         timing = {k: v / B for k, v in timer.ms.items()}
         timing["total"] = total_ms / B
@@ -465,11 +296,38 @@ class Refiner:
             region_scores,
         )
 
-    def _trusted(self, region_scores) -> torch.Tensor:
-        """(B,) bool: the gate of ``keep_coarse_*`` on (coarse, refined) region scores."""
-        r_init, r_final = region_scores
-        return (r_final > r_init + self.cfg.keep_coarse_margin) & (
-            r_final >= self.cfg.keep_coarse_below)
+    def viewpoint_model(self, class_id: str):
+        """The sparse viewpoint model of ``class_id`` (``refine.viewpoint_model``), loaded
+        from the cache or built once."""
+        from .viewpoint_model import default_cache_dir, load_or_build
+
+        if not hasattr(self, "_viewpoints"):
+            self._viewpoints = {}
+        if class_id not in self._viewpoints:
+            vm = load_or_build(self.renderer, self.render_mesh(class_id),
+                               self.registry[class_id].diameter_m, default_cache_dir())
+            self._viewpoints[class_id] = vm.to(self.device)
+        return self._viewpoints[class_id]
+
+    def _sparse(self, img, K, T, class_ids, mesh_idx, corners, meshes, schedule, lm=1,
+                occ="auto"):
+        """Region-only refinement from the sparse viewpoint models
+        (``refine.sparse_region``), lines scaled like the zoom-in crops; ``lm`` LM
+        iterations per measurement; ``occ``: the occluder map (``refine.occlusion``),
+        None for none, ``"auto"`` to render it from ``T``."""
+        from .sparse_region import sparse_region_solve
+
+        cfg = self.cfg
+        ids = list(dict.fromkeys(class_ids))
+        models = [self.viewpoint_model(c) for c in ids]
+        crop = compute_crops(K, T, corners, cfg.crop_size, cfg.crop_margin)
+        px_scale = (crop.box_xyxy[:, 2] - crop.box_xyxy[:, 0]) / cfg.crop_size
+        if isinstance(occ, str):
+            occ = None if T.shape[0] == 1 else occluder_inv_depth(
+                self.renderer, meshes, mesh_idx, K, T, *img.shape[-2:])
+        T_new, _ = sparse_region_solve(img, K, T, models, mesh_idx, px_scale, cfg.region,
+                                       schedule, cfg.solver, lm, occ)
+        return T_new
 
     def _retry(self, img, depth, K, T0, T, iterates, score, n_iter, region_scores, meshes,
                mesh_idx, corners, diam, timer):
@@ -477,7 +335,7 @@ class Refiner:
         from the coarse pose (no network), kept when it scores at least
         ``retry_min_score`` and above the coarse pose. The other objects stay where the
         first pass put them (they still occlude)."""
-        bad = ~self._trusted(region_scores)
+        bad = ~trusted(self.cfg, region_scores)
         if not bad.any():
             return T, iterates, score, n_iter, region_scores
         T_coarse = torch.as_tensor(T0, dtype=T.dtype, device=T.device)
@@ -485,7 +343,7 @@ class Refiner:
         T2, it2, _, n2, (r2_init, r2_final) = self._loop(
             img, depth, K, T_start, meshes, mesh_idx, corners, diam, timer, active=bad,
             region_only=True)
-        r_init, r_final = region_scores
+        r_init, r_final = region_scores[:2]
         take = bad & (r2_final >= self.cfg.retry_min_score) & (
             r2_final > r_init + self.cfg.keep_coarse_margin)
         T = torch.where(take[:, None, None], T2, T)
@@ -625,8 +483,10 @@ class Refiner:
                  region_scores=None):
         cfg = self.cfg
         if region_scores is not None:
-            trusted = self._trusted(region_scores).cpu().numpy()
-            r_init, r_final = (x.float().cpu().numpy() for x in region_scores)
+            trusted_np = trusted(self.cfg, region_scores).cpu().numpy()
+            r_init, r_final = (x.float().cpu().numpy() for x in region_scores[:2])
+            spread = (region_scores[2].float().cpu().numpy() if len(region_scores) > 2
+                      else None)
         H, W = hw
         T_np = T.double().cpu().numpy()
         it_np = iterates.double().cpu().numpy()
@@ -658,9 +518,11 @@ class Refiner:
             ) > 0.5 * abs(Ti[2, 3]):
                 reasons.append("position jumped implausibly")
             kept_coarse = False
-            if region_scores is not None and not trusted[i]:
-                reasons.append(f"refinement not trusted (region score {r_init[i]:.2f} -> "
-                               f"{r_final[i]:.2f}); kept the coarse pose")
+            if region_scores is not None and not trusted_np[i]:
+                why = f"region score {r_init[i]:.2f} -> {r_final[i]:.2f}"
+                if spread is not None:
+                    why += f", consensus spread {spread[i]:.2f}"
+                reasons.append(f"refinement not trusted ({why}); kept the coarse pose")
                 Tn, kept_coarse = Ti.copy(), True
                 score_np[i] = r_init[i]  # the score of the pose returned
             out.append(

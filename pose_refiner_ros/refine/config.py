@@ -1,0 +1,197 @@
+"""Settings and results of the refiner (``refine.refiner``): what a caller sets and gets.
+
+``RefinerConfig`` holds every setting with its documented default, chosen by measurement
+(README, "How it works"; docs/benchmarks.md); ``RefineResult`` is one refined object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config_dict import dataclass_from_dict
+from ..solver.gauss_newton import SolverConfig
+from .polish import PolishConfig
+from .region import RegionConfig
+
+__all__ = ["MODES", "RefinerConfig", "RefineResult"]
+
+#: The refiner's modes (``RefinerConfig.mode``).
+MODES = ("learned", "region", "flow", "gcf-adam")
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """Settings of :class:`Refiner` (documented defaults; chosen by measurement, see README).
+
+    Attributes:
+        mode: ``"learned"`` (the network's field, with the region modality when
+            ``region.weight`` > 0), ``"region"`` (training-free: the region modality alone,
+            no network), ``"flow"`` (training-free OpenCV optical flow through the same
+            solver) or ``"gcf-adam"`` (the GCF paper's procedure).
+        iterations: outer render-and-compare iterations at most.
+        field_weight: scale of the learned field's correspondence weights where the
+            region modality joins it (RGB). 1 was best measured on real and synthetic
+            images alike (0.3 lost 12 points of ADD(-S) on synthetic ones).
+        region: the region (silhouette) modality (``refine.region``), which joins the
+            field in ``learned`` mode unless ``weight`` is 0; with a depth image it runs
+            only when ``region.with_depth``.
+        region_lead_iterations: with the region modality, the first this many iterations
+            run without the network (the silhouette alone, long lines).
+        keep_coarse_margin: with the region modality, a refinement whose region score
+            (contour agreement with this image's colours) at the refined pose does not
+            exceed the coarse pose's by this margin, or is below ``keep_coarse_below``, is
+            not trusted: the result is the coarse pose, flagged ``diverged`` and
+            ``kept_coarse``.
+        keep_coarse_below: see ``keep_coarse_margin``.
+        retry_region, retry_min_score: in ``learned`` mode, a refinement the gate rejects
+            gets a second hypothesis: the silhouette alone from the coarse pose, kept when
+            its region score reaches ``retry_min_score`` and beats the coarse pose's.
+        depth_prior_weight: with the region modality and no depth image: weight (as that
+            of this many one-pixel residuals) of a prior holding the object's distance at
+            the coarse pose's. Off by default: it stops the silhouette's distance drift
+            on real images, but it also stops the field from correcting the distance where
+            the field is right; the region score's gate catches the drifted ones instead.
+        region_polish: with the region modality, after the loop: line half lengths (crop
+            pixels) of the render-free region measurements (``refine.sparse_region``,
+            from each object's sparse viewpoint model), coarse to fine; () turns it off.
+            Many cheap silhouette steps where the loop affords a few rendered ones: on
+            real images (lmo-dev) 24 steps took the refined median rotation error from
+            14.8 to 10.1 deg before the gate.
+        region_polish_lm: LM iterations after each of those measurements (and the
+            consensus's).
+        consensus_starts: with the region modality, the refined pose is re-solved
+            region-only from this many perturbed starts (``consensus_schedule``); when
+            they end further than ``consensus_max_spread`` diameters from it (mean over
+            surface points), the refinement is not trusted (see ``keep_coarse_margin``).
+            0 turns the check off.
+        consensus_max_spread, consensus_schedule: see ``consensus_starts``.
+        crop_size: side of the square zoom-in crop, pixels (multiple of 8).
+        crop_margin: crop side over the projected extent of the object's bounding box.
+        gru_iters: recurrent steps per network pass (``None``: the checkpoint's).
+        use_depth: add depth residuals when a depth image is given.
+        depth_gate_diameters, depth_gate_m: a depth sample joins the solve only within
+            ``depth_gate_diameters * diameter + depth_gate_m`` of the point's depth at the
+            current pose.
+        early_stop_deg, early_stop_mm: an object whose update is below both is done.
+        min_score: results scoring below this are flagged ``diverged``.
+        max_rotation_jump_deg: a refined rotation further than this from the initial one
+            is flagged ``diverged``.
+        max_shift_diameters: a refined position further than this many object diameters
+            (sideways) or half the initial distance (in depth) is flagged ``diverged``.
+        solver: LM settings.
+        polish: the RGB-D depth polish after each iteration's solve (``refine.polish``).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        cpu_threads: torch's intra-op threads for this process when > 0 (0: torch's
+            default). On a 2-core CPU shared with other work, 1 thread refined an object
+            in 137 ms and 2 contending threads in 422 ms.
+        renderer: renderer backend, see ``render.make_renderer``.
+        adam_steps, adam_lr: the ``gcf-adam`` procedure (paper: 1000 updates, lr 0.05).
+    """
+
+    mode: str = "learned"
+    iterations: int = 4
+    field_weight: float = 1.0
+    region: RegionConfig = RegionConfig()
+    region_lead_iterations: int = 0
+    keep_coarse_margin: float = 0.0
+    keep_coarse_below: float = 0.5
+    retry_region: bool = True
+    retry_min_score: float = 0.6
+    depth_prior_weight: float = 0.0
+    region_polish: tuple = (24.0, 24.0) + (16.0,) * 4 + (8.0,) * 6 + (6.0,) * 12
+    region_polish_lm: int = 2
+    consensus_starts: int = 4
+    consensus_max_spread: float = 0.1
+    consensus_schedule: tuple = (16.0, 16.0, 8.0, 8.0, 6.0, 6.0, 6.0, 6.0)
+    crop_size: int = 128
+    crop_margin: float = 1.4
+    gru_iters: int | None = None
+    use_depth: bool = True
+    depth_gate_diameters: float = 0.5
+    depth_gate_m: float = 0.03
+    early_stop_deg: float = 0.05
+    early_stop_mm: float = 0.2
+    min_score: float = 0.15
+    max_rotation_jump_deg: float = 90.0
+    max_shift_diameters: float = 1.5
+    solver: SolverConfig = SolverConfig()
+    polish: PolishConfig = PolishConfig()
+    device: str = "auto"
+    cpu_threads: int = 0
+    renderer: str = "auto"
+    adam_steps: int = 1000
+    adam_lr: float = 0.05
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.crop_size < 32 or self.crop_size % 8:
+            raise ValueError(f"crop_size: expected a multiple of 8 >= 32, got {self.crop_size}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations: expected >= 1, got {self.iterations}")
+        for name in ("region_polish", "consensus_schedule"):
+            v = tuple(float(x) for x in getattr(self, name))
+            if v and min(v) <= 0:
+                raise ValueError(f"{name}: expected positive line half lengths, got {v}")
+            object.__setattr__(self, name, v)
+        if self.consensus_starts < 0 or self.consensus_starts > 6:
+            raise ValueError(f"consensus_starts: expected 0 to 6, got {self.consensus_starts}")
+        if self.consensus_starts and not self.consensus_schedule:
+            raise ValueError("consensus_schedule: empty while consensus_starts > 0")
+        if self.region_polish_lm < 1:
+            raise ValueError(f"region_polish_lm: expected >= 1, got {self.region_polish_lm}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RefinerConfig:
+        """Build from a plain dict (YAML, checkpoint); unknown keys raise ``ValueError``."""
+        return dataclass_from_dict(
+            cls, d, "refiner config",
+            nested=(("solver", SolverConfig), ("polish", PolishConfig), ("region", RegionConfig)),
+        )
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """The refinement of one object.
+
+    Attributes:
+        class_id: registry class of the object.
+        T_cam_obj: (4, 4) refined pose (float64).
+        T_cam_obj_init: (4, 4) the pose it started from.
+        iterates: (n + 1, 4, 4) the initial pose and every iterate.
+        score: confidence in [0, 1] of the pose returned. With the region modality (RGB,
+            the default): the region score, the share of the visible contour whose edge
+            this image's colours put within ``region.agree_px`` of the pose's
+            (``refine.region``). Without it: the weighted share of the rendered surface
+            whose correspondences agree with the pose solved from them (before the depth
+            polish, in RGB-D) within 2 crop pixels. Higher means lower error (see
+            README, "Confidence").
+        diverged: True when the result must not be trusted; ``reason`` says why. With
+            ``kept_coarse`` the pose returned is the coarse one; otherwise a caller can
+            keep the initial pose.
+        reason: empty, or why ``diverged`` is set.
+        mode: ``"rgb"`` or ``"rgbd"``: which residuals the solve used.
+        timing_ms: per stage: ``crop``, ``render``, ``network``, ``solve`` (with the
+            depth polish), ``total`` (shared stages of a batch are divided evenly among
+            its objects).
+        iterations: outer iterations run.
+        kept_coarse: the refinement was not trusted (``reason``) and ``T_cam_obj`` is
+            the coarse pose it started from (``iterates[-1]`` holds the rejected one).
+        score_coarse: with the region modality, the region score of the coarse pose
+            (``score`` is the refined pose's); else None.
+    """
+
+    class_id: str
+    T_cam_obj: np.ndarray
+    T_cam_obj_init: np.ndarray
+    iterates: np.ndarray
+    score: float
+    diverged: bool
+    reason: str
+    mode: str
+    timing_ms: dict = field(default_factory=dict)
+    iterations: int = 0
+    kept_coarse: bool = False
+    score_coarse: float | None = None
