@@ -262,7 +262,7 @@ class Refiner:
                 img, depth, K_t, T, meshes, mesh_idx, corners, diam, timer
             )
             if region_scores is not None and self.cfg.region_polish:
-                with timer.section("region"):
+                with timer.section("polish"):
                     T = self._sparse(img, K_t, T, class_ids, mesh_idx, corners, meshes,
                                      self.cfg.region_polish, self.cfg.region_polish_lm)
                     iterates = torch.cat([iterates, T[:, None]], 1)
@@ -274,7 +274,7 @@ class Refiner:
                     img, depth, K_t, T0, T, iterates, score, n_iter, region_scores,
                     meshes, mesh_idx, corners, diam, timer)
             if region_scores is not None and self.cfg.consensus_starts > 0:
-                with timer.section("region"):
+                with timer.section("consensus"):
                     spread = consensus_spread(self, img, K_t, T, class_ids, mesh_idx,
                                               corners, meshes, diam)
                 region_scores = (*region_scores[:2], spread)

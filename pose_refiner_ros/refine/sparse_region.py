@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..solver.gauss_newton import SolverConfig, solve_terms
+from ..solver.gauss_newton import SolverConfig, gauss_newton_steps
 from ..solver.terms import LineTerm
 from .region import RegionConfig, edge_posterior
 from .viewpoint_model import ViewpointModel
@@ -151,8 +151,9 @@ def sparse_lines(img: torch.Tensor, contour: SparseContour, px_scale: torch.Tens
         occluder_inv_depth: optional (B, 1, H, W) inverse depth of the nearest other
             object, 0 where none.
         hist: optional ``(hist_f, hist_b)`` (B, bins^3) histograms of earlier frames
-            (tracking); the ones of this measurement are blended in with weight
-            ``hist_rate``, as ICG's temporal colour model does.
+            (tracking) or measurements; the ones of this measurement are blended in with
+            weight ``hist_rate``, as ICG's temporal colour model does (0: ``hist`` is
+            used as it is and this measurement builds none).
     """
     B, N = contour.valid.shape
     dtype, dev = contour.uv.dtype, contour.uv.device
@@ -161,21 +162,13 @@ def sparse_lines(img: torch.Tensor, contour: SparseContour, px_scale: torch.Tens
     n = contour.normal[:, :, None, :]
     uv = contour.uv[:, :, None, :]
     # Colour model: one-pixel steps through the bands inside and outside the edge.
-    a = torch.arange(cfg.gap_px, cfg.band_px, dtype=dtype, device=dev) + 0.5  # (A,)
-    band = torch.cat([-a.flip(0), a])  # (2A,)
-    rgb_b, in_b = _sample(img, (uv + band[None, None, :, None] * n) * sc)
-    use_b = in_b & contour.valid[..., None]
-    inner = (band[None, None] < 0) & (-band[None, None] <= contour.fg_px[..., None])
-    outer = (band[None, None] > 0) & (band[None, None] <= contour.bg_px[..., None])
     s = torch.linspace(-half_len_px, half_len_px, M, dtype=dtype, device=dev)
     pos = (uv + s[None, None, :, None] * n) * sc
     rgb_l, in_l = _sample(img, pos)
-    free_b = free_l = True
+    free_l = True
+    z = contour.depth_m[..., None]
     if occluder_inv_depth is not None:
-        z = contour.depth_m[..., None]
-        occ_b, _ = _sample(occluder_inv_depth, (uv + band[None, None, :, None] * n) * sc, "nearest")
         occ_l, _ = _sample(occluder_inv_depth, pos, "nearest")
-        free_b = occ_b[:, 0] * z < 1.0
         free_l = occ_l[:, 0] * z < 1.0
     bins = cfg.bins
 
@@ -183,17 +176,31 @@ def sparse_lines(img: torch.Tensor, contour: SparseContour, px_scale: torch.Tens
         q = (rgb.clamp(0, 1) * bins).long().clamp_max(bins - 1)
         return ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).reshape(B, -1)
 
-    idx_b = bin_index(rgb_b)
-    w_f = (use_b & inner & free_b).to(dtype).reshape(B, -1)
-    w_b = (use_b & outer & free_b).to(dtype).reshape(B, -1)
-    h_f = torch.zeros(B, bins**3, dtype=dtype, device=dev).scatter_add_(1, idx_b, w_f)
-    h_b = torch.zeros_like(h_f).scatter_add_(1, idx_b, w_b)
-    prior = 1.0 / bins**3
-    h_f = (h_f + prior) / (w_f.sum(-1, keepdim=True) + 1.0)
-    h_b = (h_b + prior) / (w_b.sum(-1, keepdim=True) + 1.0)
-    if hist is not None:
-        h_f = (1 - hist_rate) * hist[0] + hist_rate * h_f
-        h_b = (1 - hist_rate) * hist[1] + hist_rate * h_b
+    if hist is not None and hist_rate == 0:  # the given colour model as it is
+        h_f, h_b = hist
+    else:
+        # Colour model: one-pixel steps through the bands inside and outside the edge.
+        a = torch.arange(cfg.gap_px, cfg.band_px, dtype=dtype, device=dev) + 0.5  # (A,)
+        band = torch.cat([-a.flip(0), a])  # (2A,)
+        pos_b = (uv + band[None, None, :, None] * n) * sc
+        rgb_b, in_b = _sample(img, pos_b)
+        use_b = in_b & contour.valid[..., None]
+        if occluder_inv_depth is not None:
+            occ_b, _ = _sample(occluder_inv_depth, pos_b, "nearest")
+            use_b = use_b & (occ_b[:, 0] * z < 1.0)
+        inner = (band[None, None] < 0) & (-band[None, None] <= contour.fg_px[..., None])
+        outer = (band[None, None] > 0) & (band[None, None] <= contour.bg_px[..., None])
+        idx_b = bin_index(rgb_b)
+        w_f = (use_b & inner).to(dtype).reshape(B, -1)
+        w_b = (use_b & outer).to(dtype).reshape(B, -1)
+        h_f = torch.zeros(B, bins**3, dtype=dtype, device=dev).scatter_add_(1, idx_b, w_f)
+        h_b = torch.zeros_like(h_f).scatter_add_(1, idx_b, w_b)
+        prior = 1.0 / bins**3
+        h_f = (h_f + prior) / (w_f.sum(-1, keepdim=True) + 1.0)
+        h_b = (h_b + prior) / (w_b.sum(-1, keepdim=True) + 1.0)
+        if hist is not None:
+            h_f = (1 - hist_rate) * hist[0] + hist_rate * h_f
+            h_b = (1 - hist_rate) * hist[1] + hist_rate * h_b
     p_f = h_f / (h_f + h_b)
     pf = torch.gather(p_f, 1, bin_index(rgb_l)).reshape(B, N, M)
     # Usable samples: in the image, not behind another object, and within the model's
@@ -236,7 +243,8 @@ def sparse_region_solve(img: torch.Tensor, K: torch.Tensor, T: torch.Tensor,
         models, model_idx: viewpoint models and which each object uses.
         px_scale: (B,) full-image pixels per scaled ("crop") pixel, held fixed.
         cfg: region settings; schedule: line half length (scaled pixels) of each
-            measurement; lm_iterations: LM iterations on each measurement.
+            measurement; lm_iterations: Gauss-Newton steps on each measurement
+            (``solver.gauss_newton_steps``).
         occluder_inv_depth: optional (B, 1, H, W), see :func:`sparse_lines`.
 
     Returns:
@@ -245,13 +253,14 @@ def sparse_region_solve(img: torch.Tensor, K: torch.Tensor, T: torch.Tensor,
     """
     K_s = scaled_intrinsics(K, px_scale)
     solver = solver or SolverConfig()
-    scfg = SolverConfig(**{**solver.__dict__, "iterations": lm_iterations})
     score = torch.zeros(T.shape[0], dtype=T.dtype, device=T.device)
     for half in schedule:
         contour = sparse_contour(models, model_idx, T, K_s)
+        # A colour model per measurement: kept for a whole line length it let a
+        # synthetic object's position drift (the pose's first guess colours it).
         lines = sparse_lines(img, contour, px_scale, cfg, half, occluder_inv_depth)
-        T, _ = solve_terms(T, [sparse_line_term(contour, lines, K_s, cfg, half,
-                                                solver.min_depth_m)], scfg)
+        term = sparse_line_term(contour, lines, K_s, cfg, half, solver.min_depth_m)
+        T = gauss_newton_steps(T, [term], lm_iterations, max_step_rad=solver.max_step_rad)
         score = lines.score
     return T, score
 

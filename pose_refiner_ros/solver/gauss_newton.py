@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..geometry.lie import se3_exp
+from ..geometry.lie import hat, se3_exp
 from .terms import (  # noqa: F401  (the Jacobians are re-exported for callers and tests)
     DepthTerm,
     PlaneTerm,
@@ -217,6 +217,65 @@ def solve_terms(T_init: torch.Tensor, terms, cfg: SolverConfig = SolverConfig())
         cost = torch.where(accept, cost_new, cost)
         lam = torch.where(accept[:, None, None], lam * 0.3, lam * 10.0).clamp(1e-6, 1e6)
     return T, cost
+
+
+def gauss_newton_steps(T: torch.Tensor, terms, iterations: int = 1, damping: float = 1e-3,
+                       max_step_rad: float = 0.5, accept: bool = True) -> torch.Tensor:
+    """Levenberg-Marquardt steps over residual terms with a cheap retraction: (B, 4, 4).
+
+    For measurement loops that measure again after every step or two (the render-free
+    region modality, tracking), where the exact SE(3) exponential of
+    :func:`solve_terms` cost more than the rest of the step (measured: 1.7 of 8 ms per
+    measurement on one object). Each step solves ``(H + lambda diag(H)) xi = -g`` (IRLS
+    with each term's Huber threshold) and applies it with a first-order retraction of
+    the left twist: ``R <- Rodrigues(w) R``, ``t <- Rodrigues(w) t + v``, which agrees
+    with ``exp(xi) T`` to first order (the same fixed points). With ``accept``, as in
+    :func:`solve_terms`, a step that raises an object's robust cost is refused and its
+    damping raised; without, every step is taken (measured on real images: noisier).
+
+    Args:
+        T: (B, 4, 4) poses; terms: ``ResidualTerm`` s; iterations: steps;
+        damping: initial relative damping; max_step_rad: rotation clip per step.
+    """
+    dtype, device = T.dtype, T.device
+    eye6 = torch.eye(6, dtype=dtype, device=device)
+    lam = torch.full((T.shape[0], 1, 1), damping, dtype=dtype, device=device)
+    cost = _robust_cost(T, terms) if accept else None
+    for _ in range(iterations):
+        H, g = _normal_equations(T, terms)
+        diag = torch.diagonal(H, dim1=-2, dim2=-1)
+        tiny = 1e-9 * (diag.mean(-1)[:, None, None] + 1.0) * eye6
+        xi = -torch.linalg.solve(H + lam * torch.diag_embed(diag) + tiny, g[..., None])[..., 0]
+        ang = xi[:, 3:].norm(dim=-1, keepdim=True)
+        xi = xi * (max_step_rad / ang.clamp_min(1e-12)).clamp(max=1.0)
+        T_new = _retract(xi, T)
+        if not accept:
+            T = T_new
+            continue
+        cost_new = _robust_cost(T_new, terms)
+        ok = cost_new <= cost * (1 + 1e-6) + 1e-12
+        T = torch.where(ok[:, None, None], T_new, T)
+        cost = torch.where(ok, cost_new, cost)
+        lam = torch.where(ok[:, None, None], lam * 0.3, lam * 10.0).clamp(1e-6, 1e6)
+    return T
+
+
+def _retract(xi: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """``T`` (B, 4, 4) moved by the left twist ``xi`` (B, 6) = (v, w), to first order:
+    ``R <- Rodrigues(w) R``, ``t <- Rodrigues(w) t + v``."""
+    w, th2 = xi[:, 3:], (xi[:, 3:] ** 2).sum(-1)
+    th = th2.sqrt().clamp_min(1e-12)
+    small = th2 < 1e-4
+    a = torch.where(small, 1.0 - th2 / 6.0, torch.sin(th) / th)
+    b = torch.where(small, 0.5 - th2 / 24.0, (1.0 - torch.cos(th)) / th2.clamp_min(1e-12))
+    W = hat(w)
+    R = torch.eye(3, dtype=T.dtype, device=T.device) + a[:, None, None] * W \
+        + b[:, None, None] * (W @ W)
+    T_new = torch.zeros_like(T)
+    T_new[:, :3, :3] = R @ T[:, :3, :3]
+    T_new[:, :3, 3] = (R @ T[:, :3, 3:])[..., 0] + xi[:, :3]
+    T_new[:, 3, 3] = 1.0
+    return T_new
 
 
 def _huber(x: torch.Tensor, delta: float) -> torch.Tensor:

@@ -92,3 +92,36 @@ def test_point_to_line_residuals_alone_reach_the_true_pose():
 def test_no_terms_is_an_error():
     with pytest.raises(ValueError, match="terms"):
         solve_terms(torch.eye(4)[None], [])
+
+
+@pytest.mark.parametrize("accept", [True, False])
+def test_gauss_newton_steps_with_the_cheap_retraction_reach_the_same_pose(accept):
+    """The first-order retraction changes the path, not the fixed point."""
+    from pose_refiner_ros.solver.gauss_newton import gauss_newton_steps
+
+    pts, _, _ = _points(100, seed=2)
+    T_gt = _pose(torch.zeros(1, 6, dtype=torch.float64))
+    w = torch.ones(1, 100, dtype=torch.float64)
+    uv = ReprojectionTerm(pts, torch.zeros(1, 100, 2, dtype=torch.float64), w, K).evaluate(T_gt).r
+    term = ReprojectionTerm(pts, uv, w, K, huber=1e6)
+    T0 = _pose(torch.tensor([[0.02, -0.01, 0.03, 0.1, -0.05, 0.15]], dtype=torch.float64))
+    T = gauss_newton_steps(T0, [term], 40, accept=accept)
+    assert torch.allclose(T, T_gt, atol=1e-6)
+    R = T[0, :3, :3]
+    assert torch.allclose(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-9)
+
+
+def test_gauss_newton_steps_refuse_a_step_that_raises_the_cost():
+    """With acceptance, an object whose step would raise its robust cost stays put."""
+    from pose_refiner_ros.solver.gauss_newton import _robust_cost, gauss_newton_steps
+
+    pts, _, _ = _points(50, seed=3)
+    w = torch.ones(1, 50, dtype=torch.float64)
+    T_gt = _pose(torch.zeros(1, 6, dtype=torch.float64))
+    uv = ReprojectionTerm(pts, torch.zeros(1, 50, 2, dtype=torch.float64), w, K).evaluate(T_gt).r
+    # A tiny Huber threshold far from the solution: the quadratic model overshoots.
+    term = ReprojectionTerm(pts, uv + 40.0, w, K, huber=1e-3)
+    T0 = _pose(torch.tensor([[0.05, 0.05, 0.2, 0.6, -0.6, 0.6]], dtype=torch.float64))
+    c0 = _robust_cost(T0, [term])
+    T = gauss_newton_steps(T0, [term], 3, damping=1e-6, accept=True)
+    assert _robust_cost(T, [term]) <= c0 * (1 + 1e-6)
