@@ -314,7 +314,70 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
     p.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tracking", action="store_true",
+                   help="run the tracking benchmark instead (synthetic motion sequences; "
+                        "writes a 'tracking' section)")
+    p.add_argument("--sequences", type=int, default=4,
+                   help="--tracking: sequences (default 4)")
+    p.add_argument("--frames", type=int, default=300,
+                   help="--tracking: frames per sequence (default 300)")
     p.set_defaults(handler=_main)
+
+
+def _main_tracking(args: argparse.Namespace, json_path: Path, md_path: Path) -> int:
+    from ..data.procedural import procedural_models
+    from ..mesh.registry import ObjectRegistry
+    from ..refine.refiner import Refiner, RefinerConfig
+    from ..resources import default_model_path
+    from .machine import machine_info
+    from .tracking import run_tracking_bench, tracking_markdown
+
+    t0 = time.perf_counter()
+    path = Path(args.model) if args.model else default_model_path()
+
+    def run():
+        registry = ObjectRegistry(procedural_models("bench", 20, seed=args.seed))
+        cfg = RefinerConfig(device=args.device)
+        refiner = (Refiner.from_checkpoint(path, registry, cfg) if path.is_file()
+                   else Refiner(registry, replace(cfg, mode="region")))
+        return refiner, run_tracking_bench(refiner, args.sequences, args.frames, args.seed,
+                                           progress=not args.no_progress)
+
+    out, rc = _guarded(run)
+    if rc is not None:
+        return rc
+    refiner, section = out
+    record = json_ready({
+        "meta": {"command": "pose-refiner " + " ".join(sys.argv[1:]),
+                 "model": str(path) if path.is_file() else None,
+                 "refiner_mode": refiner.cfg.mode,
+                 "threads": torch_threads(), "elapsed_s": time.perf_counter() - t0},
+        "machine": machine_info(refiner.device),
+        "tracking": section,
+    })
+    _write_atomic(json_path, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    _write_atomic(md_path, tracking_markdown(section))
+    print(tracking_markdown(section))
+    print(f"bench: wrote {json_path}, {md_path}")
+    return 0
+
+
+def _guarded(run):
+    """``(run(), None)``, or ``(None, exit code)`` after saying why it stopped."""
+    try:
+        return run(), None
+    except KeyboardInterrupt:
+        print("bench: interrupted; nothing was written", file=sys.stderr)
+        return None, 130
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return None, 2
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -334,16 +397,16 @@ def _main(args: argparse.Namespace) -> int:
     json_path = Path(args.json)
     md = args.markdown or json_path.with_suffix(".md")
     png = args.plot or json_path.with_suffix(".png")
-    try:
+    if args.tracking:
+        return _main_tracking(args, json_path, Path(md))
+    def run():
         cfg = BenchConfig.quick(**over) if args.quick else BenchConfig(**over)
-        record = run_benchmark(cfg, args.model, progress=not args.no_progress,
-                               command="pose-refiner " + " ".join(sys.argv[1:]))
-    except KeyboardInterrupt:
-        print("bench: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        return 2
+        return run_benchmark(cfg, args.model, progress=not args.no_progress,
+                             command="pose-refiner " + " ".join(sys.argv[1:]))
+
+    record, rc = _guarded(run)
+    if rc is not None:
+        return rc
     write_outputs(record, json_path, md, png)
     print(_terminal_summary(record))
     print(f"bench: wrote {json_path}, {md}, {png} in {record['meta']['elapsed_s']:.0f} s")

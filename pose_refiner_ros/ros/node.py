@@ -139,6 +139,9 @@ class RefinerNode(Node):
         self._work = WorkQueue()
         self._camera = None  # (key, CameraModel)
         self._track: _Track | None = None
+        self._tracker = None  # track.Tracker, once its contour models are built
+        self._tracker_building = False
+        self._track_frames = 0
         self._last_tf_stamp_ns = -1
         self._rebuild = False
         self._warned: dict = {}
@@ -147,6 +150,7 @@ class RefinerNode(Node):
         self.pub_pose = self.create_publisher(PoseStamped, "refined_pose", OUTPUT_QOS)
         self.pub_dets = self.create_publisher(Detection3DArray, "refined_detections", OUTPUT_QOS)
         self.pub_poses = self.create_publisher(PoseArray, "refined_poses", OUTPUT_QOS)
+        self.pub_lost = self.create_publisher(Detection3DArray, "tracking_lost", OUTPUT_QOS)
         self.pub_debug = self.create_publisher(Image, "debug_image", OUTPUT_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         self._tf_broadcaster = None
@@ -172,6 +176,8 @@ class RefinerNode(Node):
         self._diag_timer = self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work_loop, name="refiner_worker", daemon=True)
         self._worker.start()
+        if p.tracking:
+            self._start_tracker()
         self.get_logger().info(
             f"ready: mode {self.mode} on {self.refiner.device}, "
             f"{len(self.registry.class_ids)} object(s) "
@@ -219,12 +225,59 @@ class RefinerNode(Node):
                 f"model {p.model_path} (parameter model_path) could not be loaded: {e}"
             ) from None
         self._model_file = str(model) if model is not None else None
+        if not p.use_depth and self.mode in ("learned", "region") and (
+                self.refiner.cfg.region_polish or self.refiner.cfg.consensus_starts):
+            # The RGB refinement's render-free region steps need every object's contour
+            # model: built (or loaded from the cache) now, not on the first frame.
+            t0 = time.monotonic()
+            try:
+                for c in self.registry.class_ids:
+                    self.refiner.viewpoint_model(c)
+            except Exception as e:
+                raise StartupError(f"contour models of the objects in {objects} could not "
+                                   f"be built: {e}") from None
+            self.get_logger().info(
+                f"contour models of {len(self.registry.class_ids)} object(s) ready in "
+                f"{time.monotonic() - t0:.1f} s (built once per mesh, then cached)")
         if p.mode == "auto" and model is None:
             self.get_logger().warning(
                 f"mode auto: no trained model at {p.model_path}; refining with the "
                 "training-free optical flow (less accurate). Train one (`pose-refiner train`) "
                 "or set model_path."
             )
+
+    def _start_tracker(self) -> None:
+        """Build (or load from the cache) every object's contour model for the tracker on
+        a background thread; until it is ready, tracking refines every frame fully."""
+        if self._tracker is not None or self._tracker_building:
+            return
+        self._tracker_building = True
+        self.stats.info["tracker"] = "building contour models"
+
+        def build():
+            from ..track.tracker import Tracker, TrackerConfig
+
+            t0 = time.monotonic()
+            try:
+                for c in self.registry.class_ids:
+                    self.refiner.viewpoint_model(c)
+                reg = self.registry
+                self._tracker = Tracker(
+                    self.refiner.viewpoint_model,
+                    TrackerConfig(lost_below=self.params.tracking_lost_below),
+                    corners=lambda c: reg[c].bbox_corners_m, device=self.refiner.device)
+                self.stats.info["tracker"] = "ready"
+                self.get_logger().info(
+                    f"tracker ready: contour models of {len(reg.class_ids)} object(s) in "
+                    f"{time.monotonic() - t0:.1f} s (cached for the next start)")
+            except Exception as e:  # tracking then keeps refining every frame
+                self.stats.info["tracker"] = "unavailable"
+                self.stats.error()
+                self._warn("tracker_error", f"tracker unavailable, refining every frame: {e!r}")
+            finally:
+                self._tracker_building = False
+
+        threading.Thread(target=build, name="tracker_builder", daemon=True).start()
 
     # -- helpers ---------------------------------------------------------------------------
     def _warn(self, reason: str, message: str) -> None:
@@ -344,6 +397,8 @@ class RefinerNode(Node):
             self._rebuild = True
         if not new.tracking:
             self._track = None
+        elif not old.tracking:
+            self._start_tracker()
         self.get_logger().info(f"parameters changed: {values}")
         return SetParametersResult(successful=True)
 
@@ -504,6 +559,9 @@ class RefinerNode(Node):
                 self._track = (
                     _Track(stamp, stamp, header.frame_id, tuple(published)) if published else None
                 )
+                self._track_frames = 0
+                if self._tracker is not None:
+                    self._tracker.reset([(o.class_id, o.T_cam_obj) for o in published])
 
         self._refine_and_publish(
             header,
@@ -556,6 +614,11 @@ class RefinerNode(Node):
         if inputs is None:
             return
         objs = track.objects
+        tracker = self._tracker
+        if tracker is not None and tracker.class_ids == [o.class_id for o in objs]:
+            self._track_and_publish(header, inputs, track, stamp, image_item[1])
+            self.stats.count("frames.tracked")
+            return
 
         def continue_track(published):
             if self._track is track:  # not replaced by detections meanwhile
@@ -573,6 +636,63 @@ class RefinerNode(Node):
             continue_track,
         )
         self.stats.count("frames.tracked")
+
+    def _track_and_publish(self, header, inputs, track, stamp, t_recv) -> None:
+        """Move the tracked objects into this image with the render-free tracker; a lost
+        object (quality below ``tracking_lost_below``) is re-registered by a full
+        refinement from its tracked pose, and leaves the track, reported on
+        ``tracking_lost`` and counted, when that is not confident either. Every
+        ``tracking_refine_every`` frames all objects are refined fully anyway."""
+        p, tracker = self.params, self._tracker
+        image, K, depth = inputs
+        from dataclasses import replace as dc_replace
+
+        tracker.cfg = dc_replace(tracker.cfg, lost_below=p.tracking_lost_below)
+        results = tracker.step(image, K, depth)
+        self._track_frames += 1
+        every = p.tracking_refine_every
+        redo = [k for k, r in enumerate(results) if r.lost]
+        if every > 0 and self._track_frames % every == 0:
+            redo = list(range(len(results)))
+        refined = {}
+        if redo:
+            rr = self.refiner.refine(image, K, [(results[k].class_id, results[k].T_cam_obj)
+                                                for k in redo], depth_m=depth)
+            refined = dict(zip(redo, rr, strict=True))
+        out, keep, published, lost = [], [], [], []
+        for k, (o, r) in enumerate(zip(track.objects, results, strict=True)):
+            T, score = r.T_cam_obj, r.quality
+            if k in refined:
+                rr = refined[k]
+                if not rr.diverged and rr.score >= p.confidence_threshold:
+                    T, score = rr.T_cam_obj, rr.score
+                    tracker.set_pose(k, T)
+                    if r.lost:
+                        self.stats.count("tracks.reregistered")
+                elif r.lost:
+                    lost.append((o.name, o.class_id, r.T_cam_obj, r.quality))
+                    continue
+            keep.append(k)
+            out.append((o.name, o.class_id, T, score))
+            published.append(_Tracked(o.name, o.class_id, T, score))
+        if lost:
+            self.stats.count("tracks.lost", len(lost))
+            self._warn("tracking_lost",
+                       f"tracking lost: {', '.join(x[0] for x in lost)} (quality below "
+                       f"tracking_lost_below {p.tracking_lost_below:.2f} and the "
+                       "re-registration not confident); published on tracking_lost")
+            dets = [conv.make_detection(header, cid, T, q, self.registry[cid].bbox_min_m,
+                                        self.registry[cid].bbox_max_m, name)
+                    for name, cid, T, q in lost]
+            self.pub_lost.publish(conv.make_detection_array(header, dets))
+        tracker.keep(keep)
+        if self._track is track:  # not replaced by detections meanwhile
+            self._track = (replace(track, stamp_ns=stamp, objects=tuple(published))
+                           if published else None)
+        self.stats.count("objects.tracked", len(results))
+        self._finish_frame(header, out, results, t_recv, image, K,
+                           [o.class_id for o in track.objects],
+                           [o.T_cam_obj for o in track.objects])
 
     def _refine_and_publish(self, header, inputs, names, class_ids, Ts, t_recv, update_track):
         """Refine, apply the confidence rule, hand the published objects (what tracking
@@ -605,11 +725,17 @@ class RefinerNode(Node):
                 out.append((name, r.class_id, r.T_cam_obj_init, r.score))
                 published.append(_Tracked(name, r.class_id, r.T_cam_obj_init, r.score))
         update_track(published)
-        self._publish(header, out)
         self.stats.count("objects.refined", len(results))
+        self._finish_frame(header, out, results, t_recv, image, K, class_ids, Ts)
+
+    def _finish_frame(self, header, out, results, t_recv, image, K, class_ids, Ts) -> None:
+        """Publish ``out`` (name, class_id, T, score), count it, time the frame, and draw
+        the debug image of ``class_ids`` at ``Ts`` (the poses the frame started from)
+        while someone subscribes."""
+        self._publish(header, out)
         self.stats.count("objects.published", len(out))
-        refine_ms = results[0].timing_ms.get("total") if results else None
-        self.stats.frame_done(1e3 * (time.monotonic() - t_recv), refine_ms)
+        ms = results[0].timing_ms.get("total") if results else None
+        self.stats.frame_done(1e3 * (time.monotonic() - t_recv), ms)
         if self.pub_debug.get_subscription_count() > 0:
             self._publish_debug(
                 header, image, K, class_ids, Ts, [o[2] for o in out], [o[1] for o in out]

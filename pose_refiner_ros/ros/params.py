@@ -181,7 +181,22 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "tracking",
         False,
-        "refine the last refined poses on new images while no new detections arrive",
+        "follow the last published objects on new images while no new detections arrive, "
+        "with the render-free tracker (a full refinement re-registers a lost object)",
+    ),
+    ParamSpec(
+        "tracking_lost_below",
+        0.3,
+        "a tracked object whose tracking quality (region score) falls below this is "
+        "re-registered by a full refinement, and reported lost if that fails",
+        check=_between(0.0, 1.0),
+    ),
+    ParamSpec(
+        "tracking_refine_every",
+        30,
+        "a full refinement of the tracked objects runs every this many tracked frames "
+        "anyway; 0: only when an object is lost",
+        check=_at_least(0),
     ),
     ParamSpec(
         "tracking_max_age_s",
@@ -227,6 +242,8 @@ class NodeParams:
     sync_queue_size: int
     max_objects: int
     tracking: bool
+    tracking_lost_below: float
+    tracking_refine_every: int
     tracking_max_age_s: float
     coarse_pose_class_id: str
     diagnostics_period_s: float

@@ -88,6 +88,7 @@ class Peer:
             ("pose", PoseStamped, "refined_pose"),
             ("detections", Detection3DArray, "refined_detections"),
             ("poses", PoseArray, "refined_poses"),
+            ("lost", Detection3DArray, "tracking_lost"),
         ):
             n.create_subscription(typ, f"{self.ns}/{topic}", self._recorder(kind), q)
         n.create_subscription(TFMessage, "/tf", self._on_tf, QoSProfile(depth=100))

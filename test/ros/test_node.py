@@ -255,6 +255,54 @@ def test_tracking_refines_new_images_without_detections(session):
     assert peer.get("detections", stamp) == []
 
 
+def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
+    """Between detections the render-free tracker follows a moving object frame to
+    frame; on an image where the object is gone, tracking is lost: re-registration
+    fails, the object is published on tracking_lost and counted."""
+    from pose_refiner_ros.data.sequences import MotionConfig, generate_sequence
+    from pose_refiner_ros.evaluation import metrics as M
+
+    registry, peer = session["registry"], session["peers"]["rgb"]
+    models = [registry[c] for c in registry.class_ids]
+    frames = list(generate_sequence(models, np.random.default_rng(5),
+                                    MotionConfig(n_frames=6, objects=1, occluder=False)))
+    peer.set_parameters(tracking=True, tracking_refine_every=0)
+    try:
+        deadline = time.monotonic() + 240
+        while (peer.diagnostics or {}).get("tracker") != "ready":
+            assert time.monotonic() < deadline, f"tracker not ready: {peer.diagnostics}"
+            time.sleep(0.5)
+        tracked0 = peer.diag("frames.tracked")
+        cid, T_gt, _ = frames[0].objects[0]
+        s0 = _stamp(6000)
+        peer.send_frame(s0, frames[0].image_rgb, frames[0].K, [(cid, T_gt, 1.0)])
+        peer.wait_for("detections", s0)
+        m = registry[cid]
+        ok = []
+        for j, f in enumerate(frames[1:], 1):
+            stamp = _stamp(6000 + j)
+            peer.send_frame(stamp, f.image_rgb, f.K, None)
+            det = peer.wait_for("detections", stamp)[-1]
+            assert len(det.detections) == 1
+            T = nh.pose_of(det.detections[0].results[0].pose.pose)
+            e = M.evaluate_pose(T, f.objects[0][1], pts_obj=m.points_m, K=f.K,
+                                image_size=(640, 480), diameter_m=m.diameter_m,
+                                symmetries=m.symmetries)
+            ok.append((e.adds_m if e.symmetric else e.add_m) < 0.1 * m.diameter_m)
+        assert np.mean(ok) >= 0.6, ok
+        # every frame after the first was tracked (not refined): the counter reaches it
+        assert peer.wait_diag("frames.tracked", above=tracked0 + len(frames) - 2) >= (
+            tracked0 + len(frames) - 1)
+        lost0 = peer.diag("tracks.lost")
+        stamp = _stamp(6000 + len(frames))
+        peer.send_frame(stamp, np.full_like(frames[0].image_rgb, 127), frames[0].K, None)
+        lost = peer.wait_for("lost", stamp)[-1]
+        assert [d.id for d in lost.detections] == [det.detections[0].id]
+        assert peer.wait_diag("tracks.lost", above=lost0) == lost0 + 1
+    finally:
+        peer.set_parameters(tracking=False, tracking_refine_every=30)
+
+
 def test_coarse_pose_input(session):
     registry, peer = session["registry"], session["peers"]["rgb"]
     from pose_refiner_ros.ros import conversions as conv

@@ -1,0 +1,83 @@
+"""The render-free tracker: follows a moving object through a synthetic sequence,
+reports a quality, and flags the object lost when it is gone."""
+
+import numpy as np
+import pytest
+
+from pose_refiner_ros.data.procedural import procedural_models
+from pose_refiner_ros.data.sequences import MotionConfig, generate_sequence
+from pose_refiner_ros.evaluation import metrics as M
+from pose_refiner_ros.refine.viewpoint_model import build_viewpoint_model
+from pose_refiner_ros.render.base import RenderMesh, make_renderer
+from pose_refiner_ros.track.tracker import Tracker, TrackerConfig
+
+
+@pytest.fixture(scope="module")
+def models():
+    return procedural_models("bench", 4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def frames(models):
+    cfg = MotionConfig(n_frames=12, objects=1, occluder=False, width=320, height=240)
+    return list(generate_sequence(models, np.random.default_rng(3), cfg))
+
+
+def _provider(models):
+    cache = {}
+    by_id = {m.class_id: m for m in models}
+
+    def get(class_id):
+        if class_id not in cache:
+            m = by_id[class_id]
+            cache[class_id] = build_viewpoint_model(make_renderer("torch"),
+                                                    RenderMesh.from_object(m), m.diameter_m,
+                                                    points=150, subdivisions=3, size_px=160)
+        return cache[class_id]
+
+    return get
+
+
+def test_sequence_moves_smoothly_within_the_stated_speeds(frames):
+    Ts = np.stack([f.objects[0][1] for f in frames])
+    step_m = np.linalg.norm(np.diff(Ts[:, :3, 3], axis=0), axis=1)
+    assert step_m.max() <= 0.3 / 30 + 1e-9 and step_m.max() > 0
+    cos = [(np.trace(a[:3, :3].T @ b[:3, :3]) - 1) / 2
+           for a, b in zip(Ts[:-1], Ts[1:], strict=True)]
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() <= 90 / 30 + 1e-6
+    assert frames[0].image_rgb.shape == (240, 320, 3) and frames[0].depth_m.shape == (240, 320)
+
+
+@pytest.mark.parametrize("with_depth", [False, True])
+def test_tracker_follows_the_object(models, frames, with_depth):
+    cid, T0, _ = frames[0].objects[0]
+    m = next(x for x in models if x.class_id == cid)
+    tr = Tracker(_provider(models), TrackerConfig())
+    tr.reset([(cid, T0)])
+    ok = []
+    for f in frames[1:]:
+        (r,) = tr.step(f.image_rgb, f.K, f.depth_m if with_depth else None)
+        e = M.evaluate_pose(r.T_cam_obj, f.objects[0][1], pts_obj=m.points_m, K=f.K,
+                            image_size=(320, 240), diameter_m=m.diameter_m)
+        ok.append(e.add_m < 0.1 * m.diameter_m)
+        assert not r.lost and r.quality > 0.3 and r.timing_ms["total"] > 0
+    assert np.mean(ok) >= (0.9 if with_depth else 0.7)
+
+
+def test_an_object_that_left_the_image_is_lost(models, frames):
+    cid, T0, _ = frames[0].objects[0]
+    tr = Tracker(_provider(models), TrackerConfig())
+    tr.reset([(cid, T0)])
+    tr.step(frames[1].image_rgb, frames[1].K)
+    blank = np.full_like(frames[1].image_rgb, 128)
+    (r,) = tr.step(blank, frames[1].K)
+    assert r.lost and r.quality < TrackerConfig().lost_below
+
+
+def test_tracker_settings_are_validated():
+    with pytest.raises(ValueError, match="schedule"):
+        TrackerConfig(schedule=())
+    with pytest.raises(ValueError, match="hist_rate"):
+        TrackerConfig(hist_rate=0.0)
+    with pytest.raises(ValueError, match="unknown"):
+        TrackerConfig.from_dict({"nope": 1})
