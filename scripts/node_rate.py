@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=150, help="frames after the first (150)")
     ap.add_argument("--rate", type=float, default=30.0, help="camera rate, Hz (30)")
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--refine-every", type=int, default=0,
+                    help="the node's tracking_refine_every (0, its default)")
     ap.add_argument("--timeout", type=float, default=240.0, help="node start-up, s")
     args = ap.parse_args()
 
@@ -65,11 +67,17 @@ def main() -> int:
     ns = f"node_rate_{uuid.uuid4().hex[:8]}"
     log = Path(f"/tmp/{ns}.log")
     overrides = {"objects_yaml": str(objects_yaml), "tracking": "true",
-                 "tracking_max_age_s": 0.0, "low_confidence_action": "publish_coarse"}
+                 "tracking_max_age_s": 0.0, "low_confidence_action": "publish_coarse",
+                 "tracking_refine_every": args.refine_every}
     proc, _ = start_node(ROOT / "config" / "refiner.yaml", ns, overrides, env, log)
     context = rclpy.Context()
     rclpy.init(context=context)
     col = ResultCollector(context, ns)
+    # No debug_image subscriber: the node draws overlays only while someone listens,
+    # and a camera-rate client would not.
+    for sub in list(col.node.subscriptions):
+        if sub.topic_name.endswith("/debug_image"):
+            col.node.destroy_subscription(sub)
     ex = SingleThreadedExecutor(context=context)
     ex.add_node(col.node)
     threading.Thread(target=ex.spin, daemon=True).start()
@@ -131,11 +139,13 @@ def main() -> int:
                                     diameter_m=m.diameter_m, symmetries=m.symmetries)
                 ok.append((e.adds_m if e.symmetric else e.add_m) < 0.1 * m.diameter_m)
         diag = col.diagnostics or {}
-        print(f"objects {args.objects}: sent {len(msgs)} frames at {len(msgs) / sent_s:.1f} Hz; "
+        print(f"objects {args.objects}, tracking_refine_every {args.refine_every}: "
+              f"sent {len(msgs)} frames at {len(msgs) / sent_s:.1f} Hz; "
               f"published a result for {got} ({100 * got / len(msgs):.0f}%, "
               f"{got / sent_s:.1f} Hz); ADD(-S)@0.1d {100 * np.mean(ok) if ok else 0:.0f}% of "
               f"published poses; frames.tracked {diag.get('frames.tracked')}, "
               f"dropped.busy_track {diag.get('dropped.busy_track')}, "
+              f"re-registered {diag.get('tracks.reregistered')}, lost {diag.get('tracks.lost')}, "
               f"refine ms/object (mean) {diag.get('refine_ms_per_object.mean')}")
         return 0
     finally:

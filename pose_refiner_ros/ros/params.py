@@ -193,9 +193,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "tracking_refine_every",
-        30,
+        0,
         "a full refinement of the tracked objects runs every this many tracked frames "
-        "anyway; 0: only when an object is lost",
+        "anyway; 0 (default): only when an object is lost (a full refinement blocks the "
+        "worker for ~300 ms per object on a small CPU, and frames are skipped meanwhile)",
         check=_at_least(0),
     ),
     ParamSpec(

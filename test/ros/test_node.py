@@ -266,7 +266,7 @@ def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
     models = [registry[c] for c in registry.class_ids]
     frames = list(generate_sequence(models, np.random.default_rng(5),
                                     MotionConfig(n_frames=6, objects=1, occluder=False)))
-    peer.set_parameters(tracking=True, tracking_refine_every=0)
+    peer.set_parameters(tracking=True)
     try:
         deadline = time.monotonic() + 240
         while (peer.diagnostics or {}).get("tracker") != "ready":
@@ -300,7 +300,7 @@ def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
         assert [d.id for d in lost.detections] == [det.detections[0].id]
         assert peer.wait_diag("tracks.lost", above=lost0) == lost0 + 1
     finally:
-        peer.set_parameters(tracking=False, tracking_refine_every=30)
+        peer.set_parameters(tracking=False)
 
 
 def test_coarse_pose_input(session):
