@@ -54,6 +54,8 @@ from . import conversions as conv
 from .diagnostics import NodeStats, to_diagnostic_array
 from .params import NodeParams, declare, refiner_from_params, resolve_path, validate
 from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, stamp_to_ns
+from .tracking import Tracked as _Tracked
+from .tracking import TrackingMixin
 
 #: Outputs: reliable (matches reliable and best-effort subscribers), keep last 10.
 OUTPUT_QOS = QoSProfile(
@@ -84,16 +86,6 @@ def tf_frame_name(prefix: str, class_id: str, k: int) -> str:
 
 
 @dataclass(frozen=True)
-class _Tracked:
-    """An object followed by tracking mode: its TF name, class and last refined pose."""
-
-    name: str
-    class_id: str
-    T_cam_obj: np.ndarray
-    score: float
-
-
-@dataclass(frozen=True)
 class _Track:
     stamp_ns: int  # image stamp of the last refinement
     detection_stamp_ns: int  # image stamp of the last detections
@@ -101,7 +93,7 @@ class _Track:
     objects: tuple
 
 
-class RefinerNode(Node):
+class RefinerNode(TrackingMixin, Node):
     """Refines the coarse poses of ``detections`` (or ``coarse_pose``) on ``image``.
 
     Args:
@@ -245,39 +237,6 @@ class RefinerNode(Node):
                 "training-free optical flow (less accurate). Train one (`pose-refiner train`) "
                 "or set model_path."
             )
-
-    def _start_tracker(self) -> None:
-        """Build (or load from the cache) every object's contour model for the tracker on
-        a background thread; until it is ready, tracking refines every frame fully."""
-        if self._tracker is not None or self._tracker_building:
-            return
-        self._tracker_building = True
-        self.stats.info["tracker"] = "building contour models"
-
-        def build():
-            from ..track.tracker import Tracker, TrackerConfig
-
-            t0 = time.monotonic()
-            try:
-                for c in self.registry.class_ids:
-                    self.refiner.viewpoint_model(c)
-                reg = self.registry
-                self._tracker = Tracker(
-                    self.refiner.viewpoint_model,
-                    TrackerConfig(lost_below=self.params.tracking_lost_below),
-                    corners=lambda c: reg[c].bbox_corners_m, device=self.refiner.device)
-                self.stats.info["tracker"] = "ready"
-                self.get_logger().info(
-                    f"tracker ready: contour models of {len(reg.class_ids)} object(s) in "
-                    f"{time.monotonic() - t0:.1f} s (cached for the next start)")
-            except Exception as e:  # tracking then keeps refining every frame
-                self.stats.info["tracker"] = "unavailable"
-                self.stats.error()
-                self._warn("tracker_error", f"tracker unavailable, refining every frame: {e!r}")
-            finally:
-                self._tracker_building = False
-
-        threading.Thread(target=build, name="tracker_builder", daemon=True).start()
 
     # -- helpers ---------------------------------------------------------------------------
     def _warn(self, reason: str, message: str) -> None:
@@ -636,63 +595,6 @@ class RefinerNode(Node):
             continue_track,
         )
         self.stats.count("frames.tracked")
-
-    def _track_and_publish(self, header, inputs, track, stamp, t_recv) -> None:
-        """Move the tracked objects into this image with the render-free tracker; a lost
-        object (quality below ``tracking_lost_below``) is re-registered by a full
-        refinement from its tracked pose, and leaves the track, reported on
-        ``tracking_lost`` and counted, when that is not confident either. Every
-        ``tracking_refine_every`` frames all objects are refined fully anyway."""
-        p, tracker = self.params, self._tracker
-        image, K, depth = inputs
-        from dataclasses import replace as dc_replace
-
-        tracker.cfg = dc_replace(tracker.cfg, lost_below=p.tracking_lost_below)
-        results = tracker.step(image, K, depth)
-        self._track_frames += 1
-        every = p.tracking_refine_every
-        redo = [k for k, r in enumerate(results) if r.lost]
-        if every > 0 and self._track_frames % every == 0:
-            redo = list(range(len(results)))
-        refined = {}
-        if redo:
-            rr = self.refiner.refine(image, K, [(results[k].class_id, results[k].T_cam_obj)
-                                                for k in redo], depth_m=depth)
-            refined = dict(zip(redo, rr, strict=True))
-        out, keep, published, lost = [], [], [], []
-        for k, (o, r) in enumerate(zip(track.objects, results, strict=True)):
-            T, score = r.T_cam_obj, r.quality
-            if k in refined:
-                rr = refined[k]
-                if not rr.diverged and rr.score >= p.confidence_threshold:
-                    T, score = rr.T_cam_obj, rr.score
-                    tracker.set_pose(k, T)
-                    if r.lost:
-                        self.stats.count("tracks.reregistered")
-                elif r.lost:
-                    lost.append((o.name, o.class_id, r.T_cam_obj, r.quality))
-                    continue
-            keep.append(k)
-            out.append((o.name, o.class_id, T, score))
-            published.append(_Tracked(o.name, o.class_id, T, score))
-        if lost:
-            self.stats.count("tracks.lost", len(lost))
-            self._warn("tracking_lost",
-                       f"tracking lost: {', '.join(x[0] for x in lost)} (quality below "
-                       f"tracking_lost_below {p.tracking_lost_below:.2f} and the "
-                       "re-registration not confident); published on tracking_lost")
-            dets = [conv.make_detection(header, cid, T, q, self.registry[cid].bbox_min_m,
-                                        self.registry[cid].bbox_max_m, name)
-                    for name, cid, T, q in lost]
-            self.pub_lost.publish(conv.make_detection_array(header, dets))
-        tracker.keep(keep)
-        if self._track is track:  # not replaced by detections meanwhile
-            self._track = (replace(track, stamp_ns=stamp, objects=tuple(published))
-                           if published else None)
-        self.stats.count("objects.tracked", len(results))
-        self._finish_frame(header, out, results, t_recv, image, K,
-                           [o.class_id for o in track.objects],
-                           [o.T_cam_obj for o in track.objects])
 
     def _refine_and_publish(self, header, inputs, names, class_ids, Ts, t_recv, update_track):
         """Refine, apply the confidence rule, hand the published objects (what tracking

@@ -1,0 +1,121 @@
+"""The node's tracking mode: the render-free tracker between detections.
+
+A mixin of :class:`~pose_refiner_ros.ros.node.RefinerNode` (it uses the node's
+parameters, refiner, registry, counters and publishers): building the tracker's contour
+models off the worker thread, and tracking a frame, re-registering lost objects and
+publishing (README, "Behaviour", Tracking).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+import threading
+import time
+
+import numpy as np
+
+from . import conversions as conv
+
+__all__ = ["Tracked", "TrackingMixin"]
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """An object followed by tracking mode: its TF name, class and last published pose."""
+
+    name: str
+    class_id: str
+    T_cam_obj: np.ndarray
+    score: float
+
+
+class TrackingMixin:
+    """Tracking for the node (module docstring)."""
+
+    def _start_tracker(self) -> None:
+        """Build (or load from the cache) every object's contour model for the tracker on
+        a background thread; until it is ready, tracking refines every frame fully."""
+        if self._tracker is not None or self._tracker_building:
+            return
+        self._tracker_building = True
+        self.stats.info["tracker"] = "building contour models"
+
+        def build():
+            from ..track.tracker import Tracker, TrackerConfig
+
+            t0 = time.monotonic()
+            try:
+                for c in self.registry.class_ids:
+                    self.refiner.viewpoint_model(c)
+                reg = self.registry
+                self._tracker = Tracker(
+                    self.refiner.viewpoint_model,
+                    TrackerConfig(lost_below=self.params.tracking_lost_below),
+                    corners=lambda c: reg[c].bbox_corners_m, device=self.refiner.device)
+                self.stats.info["tracker"] = "ready"
+                self.get_logger().info(
+                    f"tracker ready: contour models of {len(reg.class_ids)} object(s) in "
+                    f"{time.monotonic() - t0:.1f} s (cached for the next start)")
+            except Exception as e:  # tracking then keeps refining every frame
+                self.stats.info["tracker"] = "unavailable"
+                self.stats.error()
+                self._warn("tracker_error", f"tracker unavailable, refining every frame: {e!r}")
+            finally:
+                self._tracker_building = False
+
+        threading.Thread(target=build, name="tracker_builder", daemon=True).start()
+
+    def _track_and_publish(self, header, inputs, track, stamp, t_recv) -> None:
+        """Move the tracked objects into this image with the render-free tracker; a lost
+        object (quality below ``tracking_lost_below``) is re-registered by a full
+        refinement from its tracked pose, and leaves the track, reported on
+        ``tracking_lost`` and counted, when that is not confident either. Every
+        ``tracking_refine_every`` frames all objects are refined fully anyway."""
+        p, tracker = self.params, self._tracker
+        image, K, depth = inputs
+        tracker.cfg = replace(tracker.cfg, lost_below=p.tracking_lost_below)
+        results = tracker.step(image, K, depth)
+        self._track_frames += 1
+        every = p.tracking_refine_every
+        redo = [k for k, r in enumerate(results) if r.lost]
+        if every > 0 and self._track_frames % every == 0:
+            redo = list(range(len(results)))
+        refined = {}
+        if redo:
+            rr = self.refiner.refine(image, K, [(results[k].class_id, results[k].T_cam_obj)
+                                                for k in redo], depth_m=depth)
+            refined = dict(zip(redo, rr, strict=True))
+        out, keep, published, lost = [], [], [], []
+        for k, (o, r) in enumerate(zip(track.objects, results, strict=True)):
+            T, score = r.T_cam_obj, r.quality
+            if k in refined:
+                rr = refined[k]
+                if not rr.diverged and rr.score >= p.confidence_threshold:
+                    T, score = rr.T_cam_obj, rr.score
+                    tracker.set_pose(k, T)
+                    if r.lost:
+                        self.stats.count("tracks.reregistered")
+                elif r.lost:
+                    lost.append((o.name, o.class_id, r.T_cam_obj, r.quality))
+                    continue
+            keep.append(k)
+            out.append((o.name, o.class_id, T, score))
+            published.append(Tracked(o.name, o.class_id, T, score))
+        if lost:
+            self.stats.count("tracks.lost", len(lost))
+            self._warn("tracking_lost",
+                       f"tracking lost: {', '.join(x[0] for x in lost)} (quality below "
+                       f"tracking_lost_below {p.tracking_lost_below:.2f} and the "
+                       "re-registration not confident); published on tracking_lost")
+            dets = [conv.make_detection(header, cid, T, q, self.registry[cid].bbox_min_m,
+                                        self.registry[cid].bbox_max_m, name)
+                    for name, cid, T, q in lost]
+            self.pub_lost.publish(conv.make_detection_array(header, dets))
+        tracker.keep(keep)
+        if self._track is track:  # not replaced by detections meanwhile
+            self._track = (replace(track, stamp_ns=stamp, objects=tuple(published))
+                           if published else None)
+        self.stats.count("objects.tracked", len(results))
+        self._finish_frame(header, out, results, t_recv, image, K,
+                           [o.class_id for o in track.objects],
+                           [o.T_cam_obj for o in track.objects])
