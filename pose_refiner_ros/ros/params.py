@@ -56,11 +56,12 @@ def _crop_size(v):
 
 
 def _tf_prefix(v):
-    return (
-        None
-        if re.match(r"^[A-Za-z0-9_/]*$", v)
-        else (f"expected letters, digits, '_' or '/', got {v!r}")
-    )
+    if not re.match(r"^[A-Za-z0-9_/]*$", v):
+        return f"expected letters, digits, '_' or '/', got {v!r}"
+    if v.startswith("/") or "//" in v:
+        # tf2 refuses frame ids that start with '/' (ROS 2 dropped the leading slash)
+        return f"TF frame ids must not start with '/' or contain '//', got {v!r}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,9 @@ def test_params_file_and_declared_parameters_match():
 
 def test_parameter_validation():
     assert validate("mode", "flow") is None
+    assert validate("tf_prefix", "robot1/refined_") is None
+    assert "must not start with '/'" in validate("tf_prefix", "/")
+    assert "must not start with '/'" in validate("tf_prefix", "a//b_")
     assert "expected one of" in validate("mode", "magic")
     assert "expected a int" in validate("iterations", 2.5)
     assert validate("confidence_threshold", 1) is None  # an int where a float is declared
