@@ -128,13 +128,12 @@ def main() -> int:
             got += 1
             by_name = {d.id: d for d in res["detections"].detections}
             for j, (cid, T_gt, _) in enumerate(f.objects):
-                d = by_name.get(f"refined_{cid}_0") if f.objects[:j].count(cid) == 0 else None
+                k = sum(o[0] == cid for o in f.objects[:j])  # instance number, as TF names
+                d = by_name.get(f"refined_{cid}_{k}")
                 if d is None:
                     continue
                 m = registry[cid]
-                from pose_refiner_ros.ros.conversions import pose_to_matrix
-
-                e = M.evaluate_pose(pose_to_matrix(d.results[0].pose.pose, "pose"), T_gt,
+                e = M.evaluate_pose(conv.pose_to_matrix(d.results[0].pose.pose, "pose"), T_gt,
                                     pts_obj=m.points_m, K=f.K, image_size=(W, H),
                                     diameter_m=m.diameter_m, symmetries=m.symmetries)
                 ok.append((e.adds_m if e.symmetric else e.add_m) < 0.1 * m.diameter_m)

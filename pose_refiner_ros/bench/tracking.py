@@ -30,10 +30,10 @@ import numpy as np
 __all__ = ["run_tracking_bench", "tracking_markdown"]
 
 
-def _add_ok(model, T, T_gt, K) -> tuple[bool, float]:
+def _add_ok(model, T, T_gt, K, image_size) -> tuple[bool, float]:
     from ..evaluation import metrics as M
 
-    e = M.evaluate_pose(T, T_gt, pts_obj=model.points_m, K=K, image_size=(640, 480),
+    e = M.evaluate_pose(T, T_gt, pts_obj=model.points_m, K=K, image_size=image_size,
                         diameter_m=model.diameter_m, symmetries=model.symmetries)
     add = e.adds_m if e.symmetric else e.add_m
     return bool(add < 0.1 * model.diameter_m), float(add / model.diameter_m)
@@ -102,7 +102,7 @@ def run_tracking_bench(refiner, n_sequences: int = 4, n_frames: int = 300, seed:
                         T_det = perturb_pose(T_gt[None], rng)[0]
                         (rd,) = refiner.refine(f.image_rgb, f.K, [(cid, T_det)], depth_m=depth)
                         tracker.reset([(cid, rd.T_cam_obj)])
-                ok, add_d = _add_ok(m, T, T_gt, f.K)
+                ok, add_d = _add_ok(m, T, T_gt, f.K, f.image_rgb.shape[1::-1])
                 rec["ok"].append(ok)
                 rec["add_d"].append(add_d)
                 ok_seq.append(ok)

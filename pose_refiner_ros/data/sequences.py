@@ -119,10 +119,10 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
         om = rest[int(rng.integers(len(rest)))]
         all_models.append(om)
         occ = om
-    used = list(dict.fromkeys(id(m) for m in all_models))
-    uniq = [next(m for m in all_models if id(m) == u) for u in used]
+    uniq = list({id(m): m for m in all_models}.values())
     meshes = syn._render_meshes(uniq)
-    mesh_idx = torch.as_tensor([used.index(id(m)) for m in all_models], dtype=torch.int64)
+    mesh_idx = torch.as_tensor([[id(u) for u in uniq].index(id(m)) for m in all_models],
+                               dtype=torch.int64)
     lights = syn._sample_lights(rng, len(all_models), sc)
     bg = torch.from_numpy(syn._background(rng, H, W, sc)).float() / 255
     p_far = T0[:, :3, 3].mean(0) * (1 + 2 * diam.max() / T0[:, 2, 3].min())
@@ -130,7 +130,7 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
     R_occ = Rotation.random(random_state=rng).as_matrix()
     sweep = rng.choice([-1.0, 1.0])
     Kt = torch.as_tensor(np.tile(K, (len(all_models), 1, 1)), dtype=torch.float32)
-    for f, _ in enumerate(times):
+    for f in range(len(times)):
         T = np.tile(np.eye(4), (len(all_models), 1, 1))
         for k in range(n):
             T[k, :3, :3] = Rotation.from_rotvec(rots[k][f]).as_matrix() @ T0[k, :3, :3]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["foreground_probability"]
+__all__ = ["foreground_probability", "colour_bins", "colour_histograms"]
 
 
 def _dilate(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -63,14 +63,28 @@ def foreground_probability(img: torch.Tensor, mask: torch.Tensor, in_image: torc
         inner = inner * (1 - hidden)
     fg = (inner * (1 - core) * in_image).reshape(B, -1)
     bg = ((near - outer) * in_image).reshape(B, -1)
-    q = (img.clamp(0, 1) * bins).long().clamp_max(bins - 1)
-    idx = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).reshape(B, -1)
-    h_f = torch.zeros(B, bins**3, dtype=img.dtype, device=img.device).scatter_add_(1, idx, fg)
-    h_b = torch.zeros_like(h_f).scatter_add_(1, idx, bg)
-    # Normalised histograms (each region counts equally), with a small prior per bin.
-    prior = 1.0 / bins**3
-    h_f = (h_f + prior) / (fg.sum(-1, keepdim=True) + 1.0)
-    h_b = (h_b + prior) / (bg.sum(-1, keepdim=True) + 1.0)
+    idx = colour_bins(img, bins)
+    h_f, h_b = colour_histograms(idx, fg, bg, bins)
     p_f = h_f / (h_f + h_b)
     p = torch.gather(p_f, 1, idx).reshape(B, 1, *img.shape[-2:])
     return p * in_image + 0.5 * (1 - in_image)
+
+
+def colour_bins(rgb: torch.Tensor, bins: int) -> torch.Tensor:
+    """(B, n) joint RGB histogram bin of every pixel or sample of ``rgb`` (B, 3, ...) in
+    [0, 1], ``bins`` per channel."""
+    q = (rgb.clamp(0, 1) * bins).long().clamp_max(bins - 1)
+    return ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).reshape(rgb.shape[0], -1)
+
+
+def colour_histograms(idx: torch.Tensor, w_f: torch.Tensor, w_b: torch.Tensor, bins: int):
+    """Normalised object and surroundings histograms ``(h_f, h_b)``, each (B, bins^3),
+    of the bins ``idx`` (B, n) weighted by ``w_f`` / ``w_b`` (B, n): each region counts
+    equally, with a small prior per bin."""
+    h_f = torch.zeros(idx.shape[0], bins**3, dtype=w_f.dtype,
+                      device=w_f.device).scatter_add_(1, idx, w_f)
+    h_b = torch.zeros_like(h_f).scatter_add_(1, idx, w_b)
+    prior = 1.0 / bins**3
+    h_f = (h_f + prior) / (w_f.sum(-1, keepdim=True) + 1.0)
+    h_b = (h_b + prior) / (w_b.sum(-1, keepdim=True) + 1.0)
+    return h_f, h_b

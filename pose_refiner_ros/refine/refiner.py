@@ -153,6 +153,7 @@ class Refiner:
             kwargs = {"gru_iters": cfg.gru_iters} if est_mode == "learned" else {}
             self.estimator = make_estimator(est_mode, self.net, **kwargs)
         self._meshes: dict = {}
+        self._viewpoints: dict = {}  # class_id -> ViewpointModel on self.device
 
     @classmethod
     def from_checkpoint(
@@ -263,8 +264,9 @@ class Refiner:
             )
             if region_scores is not None and self.cfg.region_polish:
                 with timer.section("polish"):
-                    T = self._sparse(img, K_t, T, class_ids, mesh_idx, corners, meshes,
-                                     self.cfg.region_polish, self.cfg.region_polish_lm)
+                    T = self._sparse(img, K_t, T, class_ids, mesh_idx, corners,
+                                     self.cfg.region_polish, self.cfg.region_polish_lm,
+                                     self._occluders(img, K_t, T, meshes, mesh_idx))
                     iterates = torch.cat([iterates, T[:, None]], 1)
                     score = self._region_score_at(img, K_t, T, meshes, mesh_idx, corners,
                                                   diam)
@@ -301,20 +303,22 @@ class Refiner:
         from the cache or built once."""
         from .viewpoint_model import default_cache_dir, load_or_build
 
-        if not hasattr(self, "_viewpoints"):
-            self._viewpoints = {}
         if class_id not in self._viewpoints:
             vm = load_or_build(self.renderer, self.render_mesh(class_id),
                                self.registry[class_id].diameter_m, default_cache_dir())
             self._viewpoints[class_id] = vm.to(self.device)
         return self._viewpoints[class_id]
 
-    def _sparse(self, img, K, T, class_ids, mesh_idx, corners, meshes, schedule, lm=1,
-                occ="auto"):
+    def _occluders(self, img, K, T, meshes, mesh_idx):
+        """The occluder map of the objects at ``T`` (``refine.occlusion``), None for one."""
+        if T.shape[0] == 1:
+            return None
+        return occluder_inv_depth(self.renderer, meshes, mesh_idx, K, T, *img.shape[-2:])
+
+    def _sparse(self, img, K, T, class_ids, mesh_idx, corners, schedule, lm=1, occ=None):
         """Region-only refinement from the sparse viewpoint models
         (``refine.sparse_region``), lines scaled like the zoom-in crops; ``lm`` LM
-        iterations per measurement; ``occ``: the occluder map (``refine.occlusion``),
-        None for none, ``"auto"`` to render it from ``T``."""
+        iterations per measurement; ``occ``: the occluder map (:meth:`_occluders`)."""
         from .sparse_region import sparse_region_solve
 
         cfg = self.cfg
@@ -322,9 +326,6 @@ class Refiner:
         models = [self.viewpoint_model(c) for c in ids]
         crop = compute_crops(K, T, corners, cfg.crop_size, cfg.crop_margin)
         px_scale = (crop.box_xyxy[:, 2] - crop.box_xyxy[:, 0]) / cfg.crop_size
-        if isinstance(occ, str):
-            occ = None if T.shape[0] == 1 else occluder_inv_depth(
-                self.renderer, meshes, mesh_idx, K, T, *img.shape[-2:])
         T_new, _ = sparse_region_solve(img, K, T, models, mesh_idx, px_scale, cfg.region,
                                        schedule, cfg.solver, lm, occ)
         return T_new
@@ -461,11 +462,9 @@ class Refiner:
         its pose ``T`` (B, 4, 4) occludes the others."""
         ones = torch.ones_like(img[:, :1]).expand(len(idx), -1, -1, -1)
         in_image = crop_images(ones, crop)
-        occ = None
-        if T.shape[0] > 1:  # the image's other objects hide parts of the contour
-            occ_full = occluder_inv_depth(self.renderer, meshes, mesh_idx, K, T,
-                                          *img.shape[-2:])
-            occ = crop_images(occ_full[idx], crop, mode="nearest")
+        occ = self._occluders(img, K, T, meshes, mesh_idx)  # the others hide the contour
+        if occ is not None:
+            occ = crop_images(occ[idx], crop, mode="nearest")
         return region_measure(img_crop, in_image, frags.mask, frags.xyz_obj, frags.depth_m,
                               self.cfg.region, half_len_px, occ, with_score=with_score)
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..solver.terms import PlaneTerm
-from .viewpoint_model import ViewpointModel
+from .viewpoint_model import ViewpointModel, gather_views
 
 __all__ = ["sparse_depth_term"]
 
@@ -38,17 +38,10 @@ def sparse_depth_term(models: Sequence[ViewpointModel], model_idx: torch.Tensor,
         weight, huber: the term's scale and Huber threshold (scaled-pixel equivalents).
     """
     B = T.shape[0]
-    Ns = models[0].surf_pts.shape[1]
     dtype, dev = T.dtype, T.device
-    pts = torch.zeros(B, Ns, 3, dtype=dtype, device=dev)
-    nrm = torch.zeros_like(pts)
-    ok = torch.zeros(B, Ns, dtype=torch.bool, device=dev)
-    for k, m in enumerate(models):
-        sel = (model_idx == k).nonzero()[:, 0]
-        if len(sel):
-            v = view[sel]
-            pts[sel], nrm[sel], ok[sel] = m.surf_pts[v].to(dtype), m.surf_normals[v].to(dtype), \
-                m.surf_valid[v]
+    pts = gather_views(models, model_idx, view, "surf_pts", dtype)
+    nrm = gather_views(models, model_idx, view, "surf_normals", dtype)
+    ok = gather_views(models, model_idx, view, "surf_valid")
     pc = pts @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
     z = pc[..., 2].clamp_min(1e-6)
     f = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1)[:, None]

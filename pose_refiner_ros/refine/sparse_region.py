@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from ..solver.gauss_newton import SolverConfig, gauss_newton_steps
 from ..solver.terms import LineTerm
+from .colour_model import colour_bins, colour_histograms
 from .region import RegionConfig, edge_posterior
-from .viewpoint_model import ViewpointModel
+from .viewpoint_model import ViewpointModel, gather_views, nearest_views
 
 __all__ = ["SparseContour", "SparseLines", "sparse_contour", "sparse_lines",
            "sparse_line_term", "sparse_region_solve", "scaled_intrinsics"]
@@ -87,23 +88,11 @@ def sparse_contour(models: Sequence[ViewpointModel], model_idx: torch.Tensor,
         models: distinct viewpoint models; model_idx: (B,) which one each object uses.
         T: (B, 4, 4) poses ``T_cam_obj``; K_s: (B, 3, 3) intrinsics of the scaled image.
     """
-    B = T.shape[0]
-    N = models[0].pts.shape[1]
-    dtype, dev = T.dtype, T.device
-    pts = torch.zeros(B, N, 3, dtype=dtype, device=dev)
-    nrm = torch.zeros_like(pts)
-    fg = torch.zeros(B, N, dtype=dtype, device=dev)
-    bg = torch.zeros_like(fg)
-    valid = torch.zeros(B, N, dtype=torch.bool, device=dev)
-    view = torch.zeros(B, dtype=torch.long, device=dev)
-    for k, m in enumerate(models):
-        sel = (model_idx == k).nonzero()[:, 0]
-        if len(sel) == 0:
-            continue
-        v = m.nearest_view(T[sel])
-        view[sel] = v
-        pts[sel], nrm[sel] = m.pts[v].to(dtype), m.normals[v].to(dtype)
-        fg[sel], bg[sel], valid[sel] = m.fg_m[v].to(dtype), m.bg_m[v].to(dtype), m.valid[v]
+    dtype = T.dtype
+    view = nearest_views(models, model_idx, T)
+    pts, nrm = (gather_views(models, model_idx, view, k, dtype) for k in ("pts", "normals"))
+    fg, bg = (gather_views(models, model_idx, view, k, dtype) for k in ("fg_m", "bg_m"))
+    valid = gather_views(models, model_idx, view, "valid")
     R, t = T[:, :3, :3], T[:, :3, 3]
     pc = pts @ R.transpose(1, 2) + t[:, None]
     z = pc[..., 2].clamp_min(1e-6)
@@ -151,9 +140,8 @@ def sparse_lines(img: torch.Tensor, contour: SparseContour, px_scale: torch.Tens
         occluder_inv_depth: optional (B, 1, H, W) inverse depth of the nearest other
             object, 0 where none.
         hist: optional ``(hist_f, hist_b)`` (B, bins^3) histograms of earlier frames
-            (tracking) or measurements; the ones of this measurement are blended in with
-            weight ``hist_rate``, as ICG's temporal colour model does (0: ``hist`` is
-            used as it is and this measurement builds none).
+            (tracking); the ones of this measurement are blended in with weight
+            ``hist_rate``, as ICG's temporal colour model does.
     """
     B, N = contour.valid.shape
     dtype, dev = contour.uv.dtype, contour.uv.device
@@ -161,7 +149,6 @@ def sparse_lines(img: torch.Tensor, contour: SparseContour, px_scale: torch.Tens
     sc = px_scale[:, None, None, None]
     n = contour.normal[:, :, None, :]
     uv = contour.uv[:, :, None, :]
-    # Colour model: one-pixel steps through the bands inside and outside the edge.
     s = torch.linspace(-half_len_px, half_len_px, M, dtype=dtype, device=dev)
     pos = (uv + s[None, None, :, None] * n) * sc
     rgb_l, in_l = _sample(img, pos)
@@ -170,39 +157,25 @@ def sparse_lines(img: torch.Tensor, contour: SparseContour, px_scale: torch.Tens
     if occluder_inv_depth is not None:
         occ_l, _ = _sample(occluder_inv_depth, pos, "nearest")
         free_l = occ_l[:, 0] * z < 1.0
-    bins = cfg.bins
-
-    def bin_index(rgb):  # (B, 3, N, M) -> (B, N*M)
-        q = (rgb.clamp(0, 1) * bins).long().clamp_max(bins - 1)
-        return ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).reshape(B, -1)
-
-    if hist is not None and hist_rate == 0:  # the given colour model as it is
-        h_f, h_b = hist
-    else:
-        # Colour model: one-pixel steps through the bands inside and outside the edge.
-        a = torch.arange(cfg.gap_px, cfg.band_px, dtype=dtype, device=dev) + 0.5  # (A,)
-        band = torch.cat([-a.flip(0), a])  # (2A,)
-        pos_b = (uv + band[None, None, :, None] * n) * sc
-        rgb_b, in_b = _sample(img, pos_b)
-        use_b = in_b & contour.valid[..., None]
-        if occluder_inv_depth is not None:
-            occ_b, _ = _sample(occluder_inv_depth, pos_b, "nearest")
-            use_b = use_b & (occ_b[:, 0] * z < 1.0)
-        inner = (band[None, None] < 0) & (-band[None, None] <= contour.fg_px[..., None])
-        outer = (band[None, None] > 0) & (band[None, None] <= contour.bg_px[..., None])
-        idx_b = bin_index(rgb_b)
-        w_f = (use_b & inner).to(dtype).reshape(B, -1)
-        w_b = (use_b & outer).to(dtype).reshape(B, -1)
-        h_f = torch.zeros(B, bins**3, dtype=dtype, device=dev).scatter_add_(1, idx_b, w_f)
-        h_b = torch.zeros_like(h_f).scatter_add_(1, idx_b, w_b)
-        prior = 1.0 / bins**3
-        h_f = (h_f + prior) / (w_f.sum(-1, keepdim=True) + 1.0)
-        h_b = (h_b + prior) / (w_b.sum(-1, keepdim=True) + 1.0)
-        if hist is not None:
-            h_f = (1 - hist_rate) * hist[0] + hist_rate * h_f
-            h_b = (1 - hist_rate) * hist[1] + hist_rate * h_b
+    # Colour model: one-pixel steps through the bands inside and outside the edge.
+    a = torch.arange(cfg.gap_px, cfg.band_px, dtype=dtype, device=dev) + 0.5  # (A,)
+    band = torch.cat([-a.flip(0), a])  # (2A,)
+    pos_b = (uv + band[None, None, :, None] * n) * sc
+    rgb_b, in_b = _sample(img, pos_b)
+    use_b = in_b & contour.valid[..., None]
+    if occluder_inv_depth is not None:
+        occ_b, _ = _sample(occluder_inv_depth, pos_b, "nearest")
+        use_b = use_b & (occ_b[:, 0] * z < 1.0)
+    inner = (band[None, None] < 0) & (-band[None, None] <= contour.fg_px[..., None])
+    outer = (band[None, None] > 0) & (band[None, None] <= contour.bg_px[..., None])
+    h_f, h_b = colour_histograms(colour_bins(rgb_b, cfg.bins),
+                                 (use_b & inner).to(dtype).reshape(B, -1),
+                                 (use_b & outer).to(dtype).reshape(B, -1), cfg.bins)
+    if hist is not None:
+        h_f = (1 - hist_rate) * hist[0] + hist_rate * h_f
+        h_b = (1 - hist_rate) * hist[1] + hist_rate * h_b
     p_f = h_f / (h_f + h_b)
-    pf = torch.gather(p_f, 1, bin_index(rgb_l)).reshape(B, N, M)
+    pf = torch.gather(p_f, 1, colour_bins(rgb_l, cfg.bins)).reshape(B, N, M)
     # Usable samples: in the image, not behind another object, and within the model's
     # unbroken silhouette (inside) or free space (outside), up to the first failure.
     c = M // 2

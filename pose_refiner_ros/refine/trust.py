@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from ..geometry.lie import so3_exp, transform_points
-from .occlusion import occluder_inv_depth
 
 __all__ = ["trusted", "consensus_spread", "spread_points"]
 
@@ -83,13 +82,11 @@ def consensus_spread(refiner, img, K, T, class_ids, mesh_idx, corners, meshes, d
 
     # The image's other objects occlude where the refinement put them (not the restarts
     # of the same object, which share the batch).
-    occ = None
-    if B > 1:
-        occ = rep(occluder_inv_depth(refiner.renderer, meshes, mesh_idx, K, T,
-                                     *img.shape[-2:]))
+    occ = refiner._occluders(img, K, T, meshes, mesh_idx)
     ends = refiner._sparse(img, rep(K), starts.reshape(n * B, 4, 4), list(class_ids) * n,
-                           rep(mesh_idx), rep(corners), meshes, cfg.consensus_schedule,
-                           cfg.region_polish_lm, occ).reshape(n, B, 4, 4)
+                           rep(mesh_idx), rep(corners), cfg.consensus_schedule,
+                           cfg.region_polish_lm,
+                           None if occ is None else rep(occ)).reshape(n, B, 4, 4)
     pts = torch.stack([spread_points(refiner.registry, c, T.device) for c in class_ids])
     p_ref = transform_points(T, pts)
     p_end = torch.stack([transform_points(ends[k], pts) for k in range(n)])

@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from ..render.base import RenderMesh
 from .region import contour_samples
 
-__all__ = ["ViewpointModel", "build_viewpoint_model", "load_or_build", "default_cache_dir"]
+__all__ = ["ViewpointModel", "build_viewpoint_model", "load_or_build", "default_cache_dir",
+           "nearest_views", "gather_views"]
 
 #: bump when the model's content changes (cache files of older versions are rebuilt)
 _VERSION = 2
@@ -91,6 +92,30 @@ class ViewpointModel:
         cam = -(R.transpose(1, 2) @ t[..., None])[..., 0]  # camera centre, object frame
         d = cam - self.centre
         return (d @ self.dirs.T).argmax(-1)
+
+
+def nearest_views(models, model_idx: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """(B,) each object's nearest view: object ``b`` uses ``models[model_idx[b]]`` at the
+    pose ``T[b]`` (B, 4, 4)."""
+    view = torch.zeros(T.shape[0], dtype=torch.long, device=T.device)
+    for k, m in enumerate(models):
+        sel = (model_idx == k).nonzero()[:, 0]
+        if len(sel):
+            view[sel] = m.nearest_view(T[sel])
+    return view
+
+
+def gather_views(models, model_idx: torch.Tensor, view: torch.Tensor, name: str,
+                 dtype=None) -> torch.Tensor:
+    """(B, ...) the field ``name`` of each object's view ``view`` (B,), in ``dtype``."""
+    first = getattr(models[0], name)
+    out = torch.zeros((len(view), *first.shape[1:]), dtype=dtype or first.dtype,
+                      device=view.device)
+    for k, m in enumerate(models):
+        sel = (model_idx == k).nonzero()[:, 0]
+        if len(sel):
+            out[sel] = getattr(m, name)[view[sel]].to(out.dtype)
+    return out
 
 
 _FIELDS = ("dirs", "centre", "pts", "normals", "fg_m", "bg_m", "valid", "surf_pts",

@@ -39,6 +39,7 @@ import torch
 
 from ..config_dict import dataclass_from_dict
 from ..geometry.crop import compute_crops
+from ..refine.refiner import as_image_tensor
 from ..refine.region import RegionConfig
 from ..refine.sparse_depth import sparse_depth_term
 from ..refine.sparse_region import (
@@ -116,16 +117,6 @@ class TrackResult:
     quality: float
     lost: bool
     timing_ms: dict = field(default_factory=dict)
-
-
-def _as_tensor(image, y0: int, y1: int, x0: int, x1: int, device) -> torch.Tensor:
-    """(1, 3, y1 - y0, x1 - x0) float RGB in [0, 1] of a window of an (H, W, 3) image
-    (uint8 or float, numpy or torch)."""
-    win = image[y0:y1, x0:x1]
-    t = torch.as_tensor(np.ascontiguousarray(win)) if isinstance(win, np.ndarray) else win
-    t = t.to(device)
-    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
-    return t.permute(2, 0, 1)[None]
 
 
 class Tracker:
@@ -228,7 +219,7 @@ class Tracker:
                   for i, s in ((0, W), (1, H)))
         x1, y1 = (int(min(s, max(np.ceil(box[:, i].max().item()) + 1, x0 + 1)))
                   for i, s in ((2, W), (3, H)))
-        img = _as_tensor(image, y0, y1, x0, x1, self.device)
+        img = as_image_tensor(image[y0:y1, x0:x1], self.device)
         K_roi = Kt.clone()
         K_roi[:, 0, 2] -= x0
         K_roi[:, 1, 2] -= y0
