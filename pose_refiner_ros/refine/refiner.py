@@ -260,8 +260,8 @@ class Refiner:
             region_scores = None
         else:
             T, iterates, score, n_iter, region_scores = self._loop(
-                img, depth, K_t, T, meshes, mesh_idx, corners, diam, timer
-            )
+                img, depth, K_t, T, meshes, mesh_idx, corners, diam, timer,
+                final_score=not self.cfg.region_polish)
             if region_scores is not None and self.cfg.region_polish:
                 with timer.section("polish"):
                     T = self._sparse(img, K_t, T, class_ids, mesh_idx, corners,
@@ -353,7 +353,10 @@ class Refiner:
         return T, torch.cat([iterates, it2[:, 1:]], 1), score, n_iter + n2, (r_init, r_final)
 
     def _loop(self, img, depth, K, T, meshes, mesh_idx, corners, diam, timer, active=None,
-              region_only=False):
+              region_only=False, final_score=True):
+        """The render-and-compare iterations. With the region modality the region scores
+        of the starting poses and (unless not ``final_score``: a later stage scores its
+        own result) of the final ones come back too."""
         cfg, S = self.cfg, self.cfg.crop_size
         B = T.shape[0]
         use_region = region_only or cfg.mode == "region" or (
@@ -449,8 +452,11 @@ class Refiner:
                 break
         region_scores = None
         if use_region:
-            with timer.section("region"):
-                region_final = self._region_score_at(img, K, T, meshes, mesh_idx, corners, diam)
+            region_final = torch.zeros_like(region_init)
+            if final_score:
+                with timer.section("region"):
+                    region_final = self._region_score_at(img, K, T, meshes, mesh_idx,
+                                                         corners, diam)
             region_scores = (region_init, region_final)
             score = region_final
         return T, torch.stack(iterates, 1), score, n_iter, region_scores

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from ..solver.gauss_newton import SolverConfig, gauss_newton_steps
 from ..solver.terms import LineTerm
 from .colour_model import colour_bins, colour_histograms
+from .edge_snap import snap_to_edge
 from .region import RegionConfig, edge_posterior
 from .viewpoint_model import ViewpointModel, gather_views, nearest_views
 
@@ -186,6 +187,8 @@ def sparse_lines(img: torch.Tensor, contour: SparseContour, px_scale: torch.Tens
     outer_ok = torch.cumprod(good[..., c + 1:].to(dtype), -1)
     ok = torch.cat([inner_ok, (in_l & free_l)[..., c:c + 1].to(dtype), outer_ok], -1) > 0.5
     mean, var, agree = edge_posterior(pf, ok, s, cfg.eps, cfg.min_std_px, cfg.agree_px)
+    if cfg.edge_snap_px > 0:
+        mean = snap_to_edge(rgb_l, ok, s, mean, cfg.edge_snap_px, cfg.edge_min_change)
     seen = contour.valid & ok[..., c]
     zero = torch.zeros_like(mean)
     agree = torch.where(seen, agree, zero)
