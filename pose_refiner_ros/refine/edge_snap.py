@@ -47,7 +47,10 @@ def snap_to_edge(rgb: torch.Tensor, ok: torch.Tensor, s: torch.Tensor, mean: tor
     if rgb.shape[-1] < 5:
         return mean
     step = s[1] - s[0]
-    change = (rgb[..., 2:] - rgb[..., :-2]).norm(dim=1)  # (B, N, M-2), centred at s[1:-1]
+    diff = rgb[..., 2:] - rgb[..., :-2]
+    # (B, N, M-2), centred at s[1:-1]; the norm over channels written out (torch's norm
+    # over a strided dimension cost several times more here).
+    change = (diff[:, 0] ** 2 + diff[:, 1] ** 2 + diff[:, 2] ** 2).sqrt()
     sc = s[1:-1]
     usable = ok[..., 2:] & ok[..., :-2]
     win = torch.exp(-0.5 * ((sc - mean[..., None]) / window_px) ** 2)

@@ -251,6 +251,7 @@ class Refiner:
         K_t = torch.as_tensor(K_np, dtype=torch.float32, device=self.device)[None].expand(B, 3, 3)
         T = torch.as_tensor(T0, dtype=torch.float32, device=self.device)
 
+        occ = None  # the occluder map at the current poses, when known
         if self.cfg.mode == "gcf-adam":
             from .gcf_adam import refine_gcf_adam
 
@@ -268,17 +269,21 @@ class Refiner:
                                      self.cfg.region_polish, self.cfg.region_polish_lm,
                                      self._occluders(img, K_t, T, meshes, mesh_idx))
                     iterates = torch.cat([iterates, T[:, None]], 1)
+                    # One occluder map at the polished poses serves the score and the
+                    # consensus check.
+                    occ = self._occluders(img, K_t, T, meshes, mesh_idx)
                     score = self._region_score_at(img, K_t, T, meshes, mesh_idx, corners,
-                                                  diam)
+                                                  diam, occ)
                     region_scores = (region_scores[0], score)
             if region_scores is not None and self.cfg.mode == "learned" and self.cfg.retry_region:
                 T, iterates, score, n_iter, region_scores = self._retry(
                     img, depth, K_t, T0, T, iterates, score, n_iter, region_scores,
                     meshes, mesh_idx, corners, diam, timer)
+                occ = None  # poses changed
             if region_scores is not None and self.cfg.consensus_starts > 0:
                 with timer.section("consensus"):
                     spread = consensus_spread(self, img, K_t, T, class_ids, mesh_idx,
-                                              corners, meshes, diam)
+                                              corners, meshes, diam, occ)
                 region_scores = (*region_scores[:2], spread)
         total_ms = 1e3 * (time.perf_counter() - t_start)
         timing = {k: v / B for k, v in timer.ms.items()}
@@ -366,6 +371,7 @@ class Refiner:
         field_weight = cfg.field_weight if use_region else 1.0
         use_field = cfg.mode != "region" and not region_only and field_weight > 0
         iterates = [T.clone()]
+        occ = None
         active = (torch.ones(B, dtype=torch.bool, device=self.device) if active is None
                   else active.clone())
         score = torch.zeros(B, device=self.device)
@@ -397,9 +403,14 @@ class Refiner:
             extra = []
             if use_region:
                 with timer.section("region"):
+                    if it % 2 == 0:
+                        # The others hide the contour. Rendering every object of the
+                        # image costs as much as the measurement; between two refreshes
+                        # the poses move a few pixels.
+                        occ = self._occluders(img, K, T, meshes, mesh_idx)
                     contour, lines, r_score = self._region_measure(
                         img, K, T, meshes, mesh_idx, idx, crop, img_crop, frags,
-                        cfg.region.half_len(it), with_score=it == 0)
+                        cfg.region.half_len(it), with_score=it == 0, occ=occ)
                     extra.append(line_term(contour, lines, crop.K_crop, cfg.region,
                                            cfg.region.half_len(it), cfg.solver.min_depth_m))
                     if it == 0:
@@ -462,19 +473,20 @@ class Refiner:
         return T, torch.stack(iterates, 1), score, n_iter, region_scores
 
     def _region_measure(self, img, K, T, meshes, mesh_idx, idx, crop, img_crop, frags,
-                        half_len_px, with_score):
+                        half_len_px, with_score, occ=None):
         """``refine.region.region_measure`` for the objects ``idx`` of the image, in their
         crops ``crop`` (``img_crop``, rendered as ``frags``); every object of the image at
         its pose ``T`` (B, 4, 4) occludes the others."""
         ones = torch.ones_like(img[:, :1]).expand(len(idx), -1, -1, -1)
         in_image = crop_images(ones, crop)
-        occ = self._occluders(img, K, T, meshes, mesh_idx)  # the others hide the contour
+        if occ is None:  # the others hide the contour
+            occ = self._occluders(img, K, T, meshes, mesh_idx)
         if occ is not None:
             occ = crop_images(occ[idx], crop, mode="nearest")
         return region_measure(img_crop, in_image, frags.mask, frags.xyz_obj, frags.depth_m,
                               self.cfg.region, half_len_px, occ, with_score=with_score)
 
-    def _region_score_at(self, img, K, T, meshes, mesh_idx, corners, diam):
+    def _region_score_at(self, img, K, T, meshes, mesh_idx, corners, diam, occ=None):
         """(B,) region score (``refine.region.region_score``) of the poses ``T``."""
         cfg, S = self.cfg, self.cfg.crop_size
         crop = compute_crops(K, T, corners, S, cfg.crop_margin)
@@ -482,7 +494,7 @@ class Refiner:
         frags = self.renderer.render(meshes, mesh_idx, crop.K_crop, T, S, S)
         idx = torch.arange(len(T), device=T.device)
         return self._region_measure(img, K, T, meshes, mesh_idx, idx, crop, img_crop, frags,
-                                    cfg.region.half_len_px[-1], with_score=True)[2]
+                                    cfg.region.half_len_px[-1], with_score=True, occ=occ)[2]
 
     def _results(self, class_ids, T0, T, iterates, score, n_iter, K, hw, diam, mode, timing,
                  region_scores=None):

@@ -52,7 +52,8 @@ def spread_points(registry, class_id: str, device) -> torch.Tensor:
     return torch.as_tensor(p[idx], dtype=torch.float32, device=device)
 
 
-def consensus_spread(refiner, img, K, T, class_ids, mesh_idx, corners, meshes, diam):
+def consensus_spread(refiner, img, K, T, class_ids, mesh_idx, corners, meshes, diam,
+                     occ=None):
     """(B,) consensus spread of the poses ``T`` (B, 4, 4), in diameters.
 
     The region-only solve (``refiner``'s sparse viewpoint models, ``consensus_schedule``)
@@ -82,7 +83,8 @@ def consensus_spread(refiner, img, K, T, class_ids, mesh_idx, corners, meshes, d
 
     # The image's other objects occlude where the refinement put them (not the restarts
     # of the same object, which share the batch).
-    occ = refiner._occluders(img, K, T, meshes, mesh_idx)
+    if occ is None:  # the occluder map at ``T``, when the caller has none
+        occ = refiner._occluders(img, K, T, meshes, mesh_idx)
     ends = refiner._sparse(img, rep(K), starts.reshape(n * B, 4, 4), list(class_ids) * n,
                            rep(mesh_idx), rep(corners), cfg.consensus_schedule,
                            cfg.region_polish_lm,
