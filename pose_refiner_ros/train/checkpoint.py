@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import re
+import warnings
 
 import torch
 
@@ -51,17 +53,40 @@ def read_checkpoint(path: str | Path) -> dict:
             "at a .pt file, e.g. the shipped models/refiner.pt"
         )
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt files
-        raise CheckpointError(
-            f"model checkpoint {path} could not be read ({e}); "
-            "restore it from the repository or re-train it"
-        ) from e
+        with warnings.catch_warnings():  # torch warns about pickle protocols of other files
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for files that are not ours
+        raise CheckpointError(_not_ours(path, _load_failure(path, e))) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not a pose_refiner_ros checkpoint (expected format {FORMAT!r})"
-        )
+        raise CheckpointError(_not_ours(path, f"it does not carry the format {FORMAT!r}"))
     return blob
+
+
+def _not_ours(path: Path, why: str) -> str:
+    return (
+        f"{path} is not a checkpoint this project wrote ({why}); point the 'model_path' "
+        "parameter (or --model) at one written by `pose-refiner train`, e.g. the shipped "
+        "models/refiner.pt (restore that one from the repository if it was changed)"
+    )
+
+
+def _load_failure(path: Path, error: Exception) -> str:
+    """What torch's refusal means, in a few words. Its own message is not repeated: it
+    advises loading the file with ``weights_only=False``, which would run any code the
+    file carries."""
+    text = str(error)
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    found = re.search(r"unsupported GLOBAL (\S+)", text)
+    if found:
+        return (f"it holds Python objects, such as {found.group(1)}, that a checkpoint of "
+                "this project never contains; they were not loaded")
+    if "Weights only load failed" in text:
+        return "it is not a PyTorch file of tensors and plain values"
+    if "zip archive" in text or "central directory" in text:
+        return "it is not a complete PyTorch file: truncated or damaged"
+    return "it is not a PyTorch file"
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> CorrespondenceNet:
