@@ -5,6 +5,8 @@ be changed while the node runs, and its validation; ``config/refiner.yaml`` sets
 same names (a test keeps the two in step). :func:`declare` declares them on a node and
 returns a :class:`NodeParams`; :func:`validate` is what the node's set-parameters
 callback calls, so a bad value is refused with a reason both at start-up and later.
+Types are checked here too, not by rclpy (the parameters are declared with dynamic
+typing), so that a refusal names the parameter and the types in words.
 
 Parameters marked ``read_only`` (files, device, mode) are fixed once the model is
 loaded: change them by restarting the node.
@@ -261,6 +263,36 @@ class NodeParams:
 assert [f.name for f in fields(NodeParams)] == [p.name for p in PARAMS], "keep them in step"
 
 
+_TYPE_WORDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def describe_value(value: Any) -> str:
+    """``value`` and its type in words, for messages: "a string ('four')"."""
+    if value is None:
+        return "no value"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a floating-point number ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    return f"a list ({list(value)!r})"  # rclpy gives arrays as lists or array.array
+
+
+def type_error(spec: ParamSpec, value: Any) -> str | None:
+    """Why ``value`` has the wrong type for ``spec``, in words, or None. An integer is
+    accepted where a number is expected."""
+    want = type(spec.default)
+    if type(value) is want or (want is float and type(value) is int):
+        return None
+    why = f"expected {_TYPE_WORDS[want]}, got {describe_value(value)}"
+    if want is str and isinstance(value, (bool, int, float)):
+        why += "; quote text that reads as a number or boolean, e.g. '1'"
+    return why
+
+
 def validate(name: str, value: Any, running: bool = False) -> str | None:
     """Why ``value`` is not acceptable for parameter ``name``, or None when it is.
 
@@ -270,13 +302,11 @@ def validate(name: str, value: Any, running: bool = False) -> str | None:
     spec = SPECS.get(name)
     if spec is None:
         return None  # not ours (e.g. use_sim_time)
-    want = type(spec.default)
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
+    why = type_error(spec, value)
+    if why:
+        return f"parameter {name!r}: {why}"
+    if isinstance(spec.default, float):
         value = float(value)
-    if type(value) is not want:
-        return (
-            f"parameter {name!r}: expected a {want.__name__}, got {type(value).__name__} {value!r}"
-        )
     if running and spec.read_only:
         return f"parameter {name!r} is fixed at start-up; restart the node to change it"
     if spec.check is not None:
@@ -297,14 +327,14 @@ def declare(node) -> NodeParams:
 
     values = {}
     for spec in PARAMS:
-        descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+        # Typed by validate(), not by rclpy: its refusals read "expected '2' got '4'".
+        descriptor = ParameterDescriptor(
+            description=spec.description, read_only=spec.read_only, dynamic_typing=True
+        )
         try:
             value = node.declare_parameter(spec.name, spec.default, descriptor).value
-        except Exception as e:  # rclpy: a value of the wrong type in the params file
-            raise ValueError(
-                f"parameter {spec.name!r}: {e}; expected a "
-                f"{type(spec.default).__name__} like the default {spec.default!r}"
-            ) from None
+        except Exception as e:  # rclpy refused the value given at start-up
+            raise ValueError(f"parameter {spec.name!r}: {e}") from None
         why = validate(spec.name, value)
         if why:
             raise ValueError(f"{why} (set it in the params file or with -p {spec.name}:=...)")
@@ -337,7 +367,8 @@ def resolve_path(value: str, name: str):
     directory, then in each of :func:`package_roots`.
 
     Raises:
-        FileNotFoundError: naming the parameter and every place looked in.
+        FileNotFoundError: naming the parameter and every place looked in, or the
+            directory found where a file was expected.
     """
     from pathlib import Path
 
@@ -351,6 +382,11 @@ def resolve_path(value: str, name: str):
     for c in candidates:
         if c.is_file():
             return c.resolve()
+    folders = [c for c in candidates if c.is_dir()]
+    if folders:
+        raise FileNotFoundError(
+            f"parameter {name!r}: {folders[0]} is a directory, not a file"
+        )
     raise FileNotFoundError(
         f"parameter {name!r}: file {value!r} not found (looked in: "
         f"{', '.join(str(c) for c in candidates)})"

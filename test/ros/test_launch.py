@@ -156,7 +156,7 @@ def test_parameter_validation():
     assert "must not start with '/'" in validate("tf_prefix", "/")
     assert "must not start with '/'" in validate("tf_prefix", "a//b_")
     assert "expected one of" in validate("mode", "magic")
-    assert "expected a int" in validate("iterations", 2.5)
+    assert "expected an integer, got a floating-point number (2.5)" in validate("iterations", 2.5)
     assert validate("confidence_threshold", 1) is None  # an int where a float is declared
     assert "multiple of 8" in validate("crop_size", 100)
     assert "cuda:N" in validate("device", "gpu")
