@@ -161,12 +161,12 @@ def object_errors(model, T_est: np.ndarray, T_gt: np.ndarray) -> dict:
 # -- the node process ------------------------------------------------------------------------
 def node_command() -> list:
     """How to start refiner_node: the console script next to this interpreter, else
-    ``python -m pose_refiner_ros.ros.node``."""
+    ``python -m pose_refiner_ros.ros.node_main``."""
     script = Path(sys.executable).with_name("refiner_node")
     if script.is_file():
         return [str(script)]
     found = shutil.which("refiner_node")
-    return [found] if found else [sys.executable, "-m", "pose_refiner_ros.ros.node"]
+    return [found] if found else [sys.executable, "-m", "pose_refiner_ros.ros.node_main"]
 
 
 def node_launch_command(params_file: Path, namespace: str, overrides: dict,
@@ -372,8 +372,13 @@ def _print_table(rows: list) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
     from ..mesh.registry import ObjectRegistry
+    from .availability import ros_missing_message
     from .params import resolve_path
 
+    missing = ros_missing_message()
+    if missing:  # before anything is rendered or started
+        print(f"pose-refiner demo: cannot run: {missing}", file=sys.stderr)
+        return 1
     print("pose-refiner demo: the refiner node on a synthetic recording, over ROS 2\n")
     objects_yaml = resolve_path(args.objects, "objects")
     params_file = resolve_path(args.params_file, "params_file")
