@@ -59,7 +59,7 @@ setup(
     zip_safe=False,
     entry_points={
         "console_scripts": [
-            "refiner_node = pose_refiner_ros.ros.node:main",
+            "refiner_node = pose_refiner_ros.ros.node_main:main",
             "pose-refiner = pose_refiner_ros.cli:main",
         ],
     },

@@ -132,7 +132,7 @@ def test_console_scripts_declared() -> None:
     entry_points = _setup_kwarg("entry_points")
     scripts = dict(s.replace(" ", "").split("=") for s in entry_points["console_scripts"])
     assert scripts == {
-        "refiner_node": "pose_refiner_ros.ros.node:main",
+        "refiner_node": "pose_refiner_ros.ros.node_main:main",
         "pose-refiner": "pose_refiner_ros.cli:main",
     }
 

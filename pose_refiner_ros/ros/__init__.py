@@ -4,6 +4,9 @@
 - ``params``       the node's parameters, declared and validated in one place
 - ``sync``         stamp matching and the newest-wins hand-over to the worker (pure Python)
 - ``diagnostics``  the node's counters and their DiagnosticArray
-- ``node``         ``RefinerNode`` and ``main`` (the ``refiner_node`` executable)
+- ``node``         ``RefinerNode``, the node
+- ``node_main``    ``main``, the ``refiner_node`` executable: start-up checks, then the node
+- ``ros_args``     the ``--ros-args`` (params files, ``-p``) checked before rclpy reads them
+- ``availability`` whether rclpy and the message packages are importable, in one line
 - ``demo``         ``pose-refiner demo``: the node on a synthetic recording
 """

@@ -23,14 +23,14 @@ disagrees with the ``CameraInfo``, unsupported encoding, empty image, detections
 another frame, depth of the wrong size, ...) is warned about (throttled per reason),
 skipped, and counted under ``rejected.<reason>``; the node carries on. A missing or
 broken objects YAML, mesh or model stops the node at start-up with a message naming
-the file and the fix.
+the file and the fix. The executable's ``main`` is in ``ros.node_main``: it checks what
+it can before rclpy (ROS packages, params files, parameter types), then runs this node.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 import re
-import sys
 import threading
 import time
 import traceback
@@ -707,30 +707,3 @@ class RefinerNode(TrackingMixin, Node):
             if worker is not None and worker is not threading.current_thread():
                 worker.join(timeout=10.0)
         super().destroy_node()
-
-
-def main(args=None) -> int:
-    """Entry point of ``refiner_node`` (``ros2 run pose_refiner_ros refiner_node``)."""
-    from rclpy.executors import ExternalShutdownException
-    import rclpy.logging
-
-    rclpy.init(args=args)
-    node = None
-    status = 0
-    try:
-        node = RefinerNode()
-        rclpy.spin(node)
-    except StartupError as e:
-        rclpy.logging.get_logger("pose_refiner").fatal(f"cannot start: {e}")
-        status = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -47,6 +47,44 @@ def stop_node(proc, timeout: float = 15.0) -> int:
     return stop(proc, timeout)
 
 
+def run_node(args: list, timeout: float = 60.0, until: str | None = None,
+             params_file: Path | None = PARAMS_FILE, env: dict | None = None):
+    """Start the node like the launch file (``--params-file`` unless ``params_file`` is
+    None), with ``args`` after it; return (exit code, or None while it still ran; exit
+    code after stopping it; its output). With ``until``, stop it (SIGINT) once its
+    output contains that text, else after ``timeout`` s."""
+    import tempfile
+
+    from ros_helpers import require_ros
+
+    from pose_refiner_ros.ros.demo import node_command as executable
+
+    require_ros()
+    env = env_for_ros() if env is None else env
+    fd, name = tempfile.mkstemp(prefix="refiner_node_", suffix=".log")
+    os.close(fd)
+    log = Path(name)
+    files = ["--params-file", str(params_file)] if params_file is not None else []
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            executable() + ["--ros-args", "-r", "__node:=pose_refiner", *files, *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if until and until in log.read_text():
+                break
+            time.sleep(0.2)
+        code = proc.poll()
+        code_after = stop_node(proc) if code is None else code
+    text = log.read_text()
+    log.unlink()
+    return code, code_after, text
+
+
 def header(stamp_ns: int, frame_id: str = FRAME_ID):
     from std_msgs.msg import Header
 

@@ -12,12 +12,8 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib.util
-import os
 from pathlib import Path
 import re
-import subprocess
-import tempfile
-import time
 
 import pytest
 import yaml
@@ -108,7 +104,7 @@ def test_launch_file_starts_our_executable_with_the_installed_params_file():
     assert parts == ["config", "refiner.yaml"] and (ROOT / Path(*parts)).is_file()
     setup_src = (ROOT / "setup.py").read_text()
     assert 'glob("config/*.yaml")' in setup_src and 'glob("launch/*.py")' in setup_src
-    assert "refiner_node = pose_refiner_ros.ros.node:main" in setup_src
+    assert "refiner_node = pose_refiner_ros.ros.node_main:main" in setup_src
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     assert (
@@ -182,44 +178,10 @@ def test_launch_description_evaluates():
 
 # -- start-up as launched, and start-up failures -------------------------------------------------
 def _run_node(args: list, timeout: float = 60.0, until: str | None = None):
-    """Start the node like the launch file; return (exit code or None if still running,
-    output). With ``until``, stop it (SIGINT) once its output contains that text."""
-    from ros_helpers import isolate_ros_env, require_ros
-
-    require_ros()
+    """Start the node like the launch file (see ``node_harness.run_node``)."""
     import node_harness as nh
 
-    env = isolate_ros_env(dict(os.environ))
-    env["PYTHONUNBUFFERED"] = "1"
-    fd, name = tempfile.mkstemp(prefix="refiner_node_", suffix=".log")
-    os.close(fd)
-    log = Path(name)
-    from pose_refiner_ros.ros.demo import node_command
-
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            node_command()
-            + ["--ros-args", "-r", "__node:=pose_refiner", "--params-file", str(CONFIG)]
-            + args,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            if until and until in log.read_text():
-                break
-            time.sleep(0.2)
-        running = proc.poll() is None
-        code = None if running else proc.returncode
-        if running:
-            code_after = nh.stop_node(proc)
-        else:
-            code_after = code
-    text = log.read_text()
-    log.unlink()
-    return code, code_after, text
+    return nh.run_node(args, timeout, until)
 
 
 @pytest.mark.ros

@@ -1,0 +1,85 @@
+"""``refiner_node``: the executable's start-up, up to a running :class:`RefinerNode`.
+
+Everything that can be checked before rclpy is, so that each mistake ends in one line
+naming the input and exit code 1, never a traceback:
+
+1. ROS 2's Python packages are importable (:mod:`.availability`);
+2. the params files are readable, and no value given for one of our parameters (in a
+   params file or with ``-p``) has the wrong type (:mod:`.ros_args`);
+3. ``rclpy.init`` accepts the arguments (anything rcl still refuses, in one line);
+4. the node loads its objects and model (:class:`~.node.StartupError`).
+
+This module imports no ROS at import time: ``node`` imports rclpy and the messages.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from .availability import ros_missing_message
+from .ros_args import check, node_fqn, number_overrides
+
+PROGRAM = "refiner_node"
+
+
+def _fail(why: str) -> int:
+    print(f"{PROGRAM}: cannot start: {why}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _rcl_reason(error: Exception) -> str:
+    """The part of an RCLError that names the argument and the problem."""
+    text = str(error).replace("failed to initialize rcl: ", "")
+    return re.sub(r", at /\S+:\d+", "", text).strip().rstrip(".") or type(error).__name__
+
+
+def main(args: list | None = None) -> int:
+    """Entry point of ``refiner_node`` (``ros2 run pose_refiner_ros refiner_node``).
+
+    Args:
+        args: the command line, program name first (default ``sys.argv``).
+
+    Returns:
+        0 after a clean shutdown (SIGINT), 1 when the node cannot start.
+    """
+    argv = list(sys.argv if args is None else args)
+    why = ros_missing_message()
+    if why:
+        return _fail(why)
+    fqn = node_fqn(argv)
+    why = check(argv, fqn)
+    if why:
+        return _fail(why)
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    import rclpy.logging
+    from rclpy.parameter import Parameter
+
+    from .node import RefinerNode, StartupError
+
+    try:
+        rclpy.init(args=argv)
+    except Exception as e:  # rcl refused an argument check() does not know about
+        return _fail(f"the ROS arguments were refused: {_rcl_reason(e)}")
+    overrides = [Parameter(n, value=v) for n, v in number_overrides(argv, fqn).items()]
+    node = None
+    status = 0
+    try:
+        node = RefinerNode(parameter_overrides=overrides)
+        rclpy.spin(node)
+    except StartupError as e:
+        rclpy.logging.get_logger("pose_refiner").fatal(f"cannot start: {e}")
+        status = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
