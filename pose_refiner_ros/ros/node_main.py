@@ -14,8 +14,11 @@ This module imports no ROS at import time: ``node`` imports rclpy and the messag
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sys
+import tempfile
 
 from .availability import ros_missing_message
 from .ros_args import check, node_fqn, number_overrides
@@ -32,6 +35,22 @@ def _rcl_reason(error: Exception) -> str:
     """The part of an RCLError that names the argument and the problem."""
     text = str(error).replace("failed to initialize rcl: ", "")
     return re.sub(r", at /\S+:\d+", "", text).strip().rstrip(".") or type(error).__name__
+
+
+@contextlib.contextmanager
+def _stderr_kept_back():
+    """Hold back what is written to file descriptor 2 (rcl logs its own line before
+    raising, and ours says the same in one line); yields a file to read it from after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held = tempfile.TemporaryFile(mode="w+")
+    os.dup2(held.fileno(), 2)
+    try:
+        yield held
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        held.seek(0)
 
 
 def main(args: list | None = None) -> int:
@@ -60,9 +79,11 @@ def main(args: list | None = None) -> int:
     from .node import RefinerNode, StartupError
 
     try:
-        rclpy.init(args=argv)
+        with _stderr_kept_back() as kept:
+            rclpy.init(args=argv)
     except Exception as e:  # rcl refused an argument check() does not know about
         return _fail(f"the ROS arguments were refused: {_rcl_reason(e)}")
+    sys.stderr.write(kept.read())  # nothing refused: what rcl said (warnings) goes out
     overrides = [Parameter(n, value=v) for n, v in number_overrides(argv, fqn).items()]
     node = None
     status = 0

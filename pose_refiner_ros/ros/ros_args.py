@@ -172,13 +172,38 @@ def check_params_file(path: str | None) -> str | None:
     return _check_tree(path, root)
 
 
+def list_error(node: yaml.Node) -> str | None:
+    """Why rcl refuses a list value (its items must be plain values of one type), or None."""
+    if not isinstance(node, yaml.SequenceNode):
+        return None
+    if any(not isinstance(n, yaml.ScalarNode) for n in node.value):
+        return "a list may hold only plain values"
+    kinds = {type(rcl_value(n)).__name__ for n in node.value}
+    return f"a list mixes types ({', '.join(sorted(kinds))})" if len(kinds) > 1 else None
+
+
+def _check_parameters(path: str, node: yaml.MappingNode) -> str | None:
+    for key, value in node.value:
+        if isinstance(value, yaml.MappingNode):
+            why = _check_parameters(path, value)
+        else:
+            why = list_error(value)
+            why = why and f"params file {path}, line {key.start_mark.line + 1}: {why}"
+        if why:
+            return why
+    return None
+
+
 def _check_tree(path: str, node: yaml.MappingNode) -> str | None:
     for key, value in node.value:
         line = key.start_mark.line + 1
         if key.value == "ros__parameters":
-            if value.tag != "tag:yaml.org,2002:null" and not isinstance(value, yaml.MappingNode):
+            if not isinstance(value, yaml.MappingNode):
                 return (f"params file {path}, line {line}: 'ros__parameters' must hold "
                         "'name: value' entries")
+            why = _check_parameters(path, value)
+            if why:
+                return why
         elif not isinstance(value, yaml.MappingNode):
             return (f"params file {path}, line {line}: {key.value!r} is neither a node name "
                     "(with 'ros__parameters:' below it) nor 'ros__parameters'")
@@ -245,9 +270,11 @@ def check(argv: list, fqn: str) -> str | None:
             if not rule or ":=" not in rule:
                 return f"`-p {rule or ''}` is not a parameter override; write -p name:=value"
             try:
-                yaml.compose(rule.partition(":=")[2])
+                why = list_error(yaml.compose(rule.partition(":=")[2]))
             except yaml.YAMLError as e:
-                return f"`-p {rule}`: the value is not valid YAML ({getattr(e, 'problem', e)})"
+                why = f"the value is not valid YAML ({getattr(e, 'problem', e)})"
+            if why:
+                return f"`-p {rule}`: {why}"
     for g in given_values(argv, fqn):
         why = type_error(SPECS[g.name], g.value)
         if why:

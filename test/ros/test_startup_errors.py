@@ -83,6 +83,8 @@ def test_missing_or_broken_params_file_is_one_line_naming_it(tmp_path):
         "folder.yaml": ("dir", "is a directory"),
         "not_yaml.yaml": ("/**:\n  ros__parameters:\n    iterations: [4\n", "not valid YAML"),
         "no_node.yaml": ("iterations: 4\n", "neither a node name"),
+        "no_values.yaml": ("/**:\n  ros__parameters:\n", "must hold"),
+        "mixed_list.yaml": ("/**:\n  ros__parameters:\n    a: [1, x]\n", "mixes types"),
     }
     for name, (content, says) in cases.items():
         path = tmp_path / name
@@ -93,6 +95,10 @@ def test_missing_or_broken_params_file_is_one_line_naming_it(tmp_path):
         code, _, text = nh.run_node([], timeout=60, params_file=path)
         line = _one_line_failure(code, text)
         assert str(path) in line and says in line, line
+    # what only rcl checks is reported in one line too (rcl's own log line held back)
+    code, _, text = nh.run_node(["-r", "no_remap_rule"], timeout=60)
+    line = _one_line_failure(code, text)
+    assert "-r no_remap_rule" in line, line
 
 
 # -- item 5: a model file this project did not write, an objects YAML that is a folder ----
