@@ -65,8 +65,6 @@ def rcl_value(node: yaml.Node | None) -> Any:
         return ""
     if isinstance(node, yaml.SequenceNode):
         return [rcl_value(n) for n in node.value]
-    if isinstance(node, yaml.MappingNode):
-        return {rcl_value(k): rcl_value(v) for k, v in node.value}
     text = node.value
     if node.style in ("'", '"'):
         return text
@@ -172,8 +170,11 @@ def check_params_file(path: str | None) -> str | None:
     return _check_tree(path, root)
 
 
-def list_error(node: yaml.Node) -> str | None:
-    """Why rcl refuses a list value (its items must be plain values of one type), or None."""
+def list_error(node: yaml.Node | None) -> str | None:
+    """Why rcl refuses a value that is not a plain one: a mapping, or a list whose items
+    are not plain values of one type; None when it is fine."""
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping is not a parameter value"
     if not isinstance(node, yaml.SequenceNode):
         return None
     if any(not isinstance(n, yaml.ScalarNode) for n in node.value):
