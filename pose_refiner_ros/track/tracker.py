@@ -174,8 +174,9 @@ class Tracker:
         if self._corners is not None:
             for c in self.class_ids:
                 if c not in self._corner_cache:
-                    self._corner_cache[c] = torch.as_tensor(
-                        np.asarray(self._corners(c)), dtype=torch.float32, device=self.device)
+                    # A copy: the registry's arrays are read-only.
+                    self._corner_cache[c] = torch.tensor(
+                        np.array(self._corners(c), dtype=np.float32), device=self.device)
             return torch.stack([self._corner_cache[c] for c in self.class_ids])
         out = []
         for c in self.class_ids:
