@@ -9,9 +9,10 @@ Pure Python (no ROS imports), so that it is tested with plain pytest.
   without bound: each input has its own bounded buffer, and an entry older than a
   matched frame can never be matched any more and is discarded (counted).
 - :class:`WorkQueue`: what the subscription callbacks hand to the refinement worker.
-  Two lanes, ``detect`` (frames with new detections) before ``track`` (images for
-  tracking mode); each lane holds one item and the newest wins: a put into a full lane
-  replaces its item, and the replaced one is counted as dropped.
+  Lanes in priority order: ``reset`` (time started over, see ``ros.stamps``), ``detect``
+  (frames with new detections), ``track`` (images for tracking mode); each lane holds
+  one item and the newest wins: a put into a full lane replaces its item, and the
+  replaced one is counted as dropped.
 
 Stamps are integers in nanoseconds (``sec * 10**9 + nanosec``).
 """
@@ -154,6 +155,18 @@ class FrameSynchronizer:
     def set_tolerance(self, tolerance_ns: int) -> None:
         self.tolerance_ns = int(tolerance_ns)
 
+    def discard_after(self, stamp_ns: int) -> int:
+        """Time started over at ``stamp_ns``: remove every entry stamped later than it
+        (beyond the tolerance), left from the previous pass, without counting them as
+        unmatched; returns how many were removed."""
+        n = 0
+        for buf in self._buffers.values():
+            kept = [e for e in buf._entries if e[0] <= stamp_ns + self.tolerance_ns]
+            n += len(buf) - len(kept)
+            buf._entries = deque(kept)
+        self._used = {s for s in self._used if s <= stamp_ns + self.tolerance_ns}
+        return n
+
     def _discard(self, name: str, entries: list) -> None:
         for stamp, _ in entries:
             if name == "image" and stamp in self._used:
@@ -186,15 +199,15 @@ class FrameSynchronizer:
 
 
 class WorkQueue:
-    """Newest-wins hand-over from callbacks to one worker, with two priority lanes.
+    """Newest-wins hand-over from callbacks to one worker, with priority lanes.
 
-    ``put(lane, item)`` stores ``item`` in ``lane`` (``"detect"`` or ``"track"``),
-    replacing (and counting in ``dropped[lane]``) an item not yet taken. ``take``
-    returns ``(lane, item)``, the ``detect`` lane first, waiting up to ``timeout``
+    ``put(lane, item)`` stores ``item`` in ``lane`` (``"reset"``, ``"detect"`` or
+    ``"track"``), replacing (and counting in ``dropped[lane]``) an item not yet taken.
+    ``take`` returns ``(lane, item)``, in that order of lanes, waiting up to ``timeout``
     seconds; ``(None, None)`` on time-out or after :meth:`close`. Thread-safe.
     """
 
-    LANES = ("detect", "track")
+    LANES = ("reset", "detect", "track")
 
     def __init__(self):
         self._cv = threading.Condition()

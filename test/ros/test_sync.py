@@ -105,7 +105,7 @@ def test_work_queue_newest_wins_and_counts_drops():
     assert q.put("detect", 2)
     q.put("track", "t1")
     assert q.put("track", "t2")
-    assert q.dropped == {"detect": 1, "track": 1}
+    assert q.dropped == {"reset": 0, "detect": 1, "track": 1}
     assert q.take(0) == ("detect", 2)  # detections before tracking
     assert q.take(0) == ("track", "t2")
     assert q.take(0) == (None, None)
@@ -133,3 +133,22 @@ def test_work_queue_wakes_a_waiting_worker_and_closes():
     q.close()
     t.join(5)
     assert got == ["x"] and not t.is_alive()
+
+
+def test_discard_after_forgets_the_previous_pass_without_counting_it():
+    sync = FrameSynchronizer(tolerance_ns=2 * MS, queue_size=5)
+    sync.add_image(90 * MS, "old_img")
+    sync.add_detections(95 * MS, "old_det")
+    sync.add_detections(11 * MS, "new_det")  # arrived before the image that restarts time
+    assert sync.discard_after(10 * MS) == 2
+    assert sync.pending() == {"image": 0, "detections": 1, "depth": 0}
+    assert sync.add_image(10 * MS, "new_img").detections == "new_det"
+    assert sync.unmatched == {"image": 0, "detections": 0, "depth": 0}
+
+
+def test_reset_lane_comes_first():
+    q = WorkQueue()
+    q.put("track", 1)
+    q.put("detect", 2)
+    q.put("reset", 3)
+    assert [q.take(0) for _ in range(3)] == [("reset", 3), ("detect", 2), ("track", 1)]
