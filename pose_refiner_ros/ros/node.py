@@ -18,6 +18,11 @@ digits and ``_`` replaced by ``_``, and ``k = 0, 1, ...`` numbering the instance
 class in the order of the detections message (tracking keeps the names of the frame
 the track started from). E.g. ``refined_mug_0``, ``refined_mug_1``.
 
+Time (``ros.stamps``): an image stamped like the newest so far, or up to a second
+before it, is skipped and counted; one stamped more than a second before it (or before
+it at all after the ROS clock jumped back) starts time over: a bag looped, and TF and
+tracking resume.
+
 Bad input (unknown class, NaN or zero-norm quaternion, all-zero ``K``, image size that
 disagrees with the ``CameraInfo``, unsupported encoding, empty image, detections in
 another frame, depth of the wrong size, ...) is warned about (throttled per reason),
@@ -53,6 +58,7 @@ from vision_msgs.msg import Detection3DArray
 from . import conversions as conv
 from .diagnostics import NodeStats, to_diagnostic_array
 from .params import NodeParams, declare, refiner_from_params, resolve_path, validate
+from .stamps import StampGuard, StampsMixin
 from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, stamp_to_ns
 from .tracking import Tracked as _Tracked
 from .tracking import TrackingMixin
@@ -93,7 +99,7 @@ class _Track:
     objects: tuple
 
 
-class RefinerNode(TrackingMixin, Node):
+class RefinerNode(TrackingMixin, StampsMixin, Node):
     """Refines the coarse poses of ``detections`` (or ``coarse_pose``) on ``image``.
 
     Args:
@@ -129,6 +135,7 @@ class RefinerNode(TrackingMixin, Node):
             int(p.sync_tolerance_s * 1e9), p.sync_queue_size, p.use_depth
         )
         self._work = WorkQueue()
+        self._stamps = StampGuard()
         self._camera = None  # (key, CameraModel)
         self._track: _Track | None = None
         self._tracker = None  # track.Tracker, once its contour models are built
@@ -165,6 +172,7 @@ class RefinerNode(TrackingMixin, Node):
             self.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data)
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._watch_clock()
         self._diag_timer = self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work_loop, name="refiner_worker", daemon=True)
         self._worker.start()
@@ -286,6 +294,8 @@ class RefinerNode(TrackingMixin, Node):
     def _on_image(self, msg) -> None:
         self.stats.receive("image")
         stamp = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if not self._image_in_time(stamp):
+            return
         with self._sync_lock:
             frame = self._sync.add_image(stamp, (msg, time.monotonic()))
         if frame is not None:
@@ -385,7 +395,9 @@ class RefinerNode(TrackingMixin, Node):
             try:
                 if self._rebuild:
                     self._rebuild_refiner()
-                if lane == "detect":
+                if lane == "reset":
+                    self._start_over()
+                elif lane == "detect":
                     self._process_detections(item)
                 else:
                     self._process_tracking(item)
