@@ -10,8 +10,10 @@ one ``DiagnosticStatus`` named ``pose_refiner: <fully qualified node name>`` who
 - ``frames.refined``, ``frames.tracked``, ``objects.refined``, ``objects.published``:
   totals since start-up;
 - ``dropped.<why>``: frames dropped since start-up (``busy_detect`` / ``busy_track``:
-  replaced by a newer frame while the worker was busy; ``unmatched_<input>``: never
-  matched by stamp; ...);
+  replaced by a newer frame while the worker was busy; ``track_superseded``: a tracking
+  image older than a frame refined meanwhile; ``unmatched_<input>``: never matched by
+  stamp; ...), and ``rate.skipped_busy_hz``: frames per second skipped over the last
+  period because the refiner was busy (the first three reasons: newest wins);
 - ``rejected.<reason>``: inputs or objects skipped since start-up, by reason
   (``unknown_class``, ``bad_pose``, ``wrong_frame``, ``bad_camera_info``,
   ``size_mismatch``, ``bad_encoding``, ``bad_depth``, ``low_confidence``, ...);
@@ -20,9 +22,12 @@ one ``DiagnosticStatus`` named ``pose_refiner: <fully qualified node name>`` who
   over the last 100 frames; ``refine_ms_per_object.mean``: the refiner's own time;
 - ``device``, ``mode``, ``model``.
 
-The level is WARN when something was rejected or dropped during the last period, or
-no camera info has been received yet; ERROR when the worker failed during the last
-period; OK otherwise.
+The level is ERROR when the worker failed during the last period; WARN when input was
+rejected (``rejected.*`` other than ``low_confidence``) or messages dropped unmatched
+during the last period, or no camera info has been received yet; OK otherwise.
+Frames skipped because the refiner was busy are normal operation (newest wins) and
+objects withheld for low confidence are the confidence rule at work: both are counted
+and reported at OK level, so that a WARN always means something.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ import threading
 import time
 
 INPUTS = ("image", "camera_info", "detections", "depth", "coarse_pose")
+#: ``dropped.<why>`` that are normal operation: the refiner was busy, the newest won.
+BUSY = ("busy_detect", "busy_track", "track_superseded")
+#: ``rejected.<reason>`` that are results withheld, not input refused.
+NOT_INPUT = ("low_confidence",)
 
 
 class NodeStats:
@@ -93,8 +102,11 @@ class NodeStats:
             now = time.monotonic()
             dt = max(now - self._last["t"], 1e-6)
             rates = {n: (self.received[n] - self._last["received"][n]) / dt for n in INPUTS}
-            new_rejected = sum((self.rejected - self._last["rejected"]).values())
-            new_dropped = sum((self.dropped - self._last["dropped"]).values())
+            rejected = self.rejected - self._last["rejected"]
+            new_rejected = sum(n for r, n in rejected.items() if r not in NOT_INPUT)
+            dropped = self.dropped - self._last["dropped"]
+            new_busy = sum(n for why, n in dropped.items() if why in BUSY)
+            new_dropped = sum(dropped.values()) - new_busy
             new_errors = self.errors - self._last["errors"]
             lat = sorted(self._latency_ms)
             snap = {
@@ -106,6 +118,7 @@ class NodeStats:
                 "errors": self.errors,
                 "new_rejected": new_rejected,
                 "new_dropped": new_dropped,
+                "skipped_busy_hz": new_busy / dt,
                 "new_errors": new_errors,
                 "latency_ms": {
                     "mean": sum(lat) / len(lat) if lat else float("nan"),
@@ -140,6 +153,9 @@ def status_level(snap: dict) -> tuple[int, str]:
         problems.append(f"{snap['new_dropped']} frame(s) dropped")
     if problems:
         return 1, ", ".join(problems) + " in the last period"
+    if snap.get("skipped_busy_hz"):
+        return 0, (f"ok; refiner busy: {snap['skipped_busy_hz']:.1f} frame(s)/s skipped "
+                   "(the newest frame wins)")
     return 0, "ok"
 
 
@@ -151,6 +167,7 @@ def to_diagnostic_array(snap: dict, stamp, node_name: str):
     kv = []
     for name, hz in snap["rates"].items():
         kv.append((f"rate.{name}_hz", f"{hz:.2f}"))
+    kv.append(("rate.skipped_busy_hz", f"{snap.get('skipped_busy_hz', 0.0):.2f}"))
     for name in INPUTS:
         kv.append((f"received.{name}", str(snap["received"].get(name, 0))))
     for name, n in sorted(snap["totals"].items()):

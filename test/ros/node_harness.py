@@ -122,6 +122,7 @@ class Peer:
         self.lock = threading.Lock()
         self.outputs: dict = {}  # kind -> {stamp_ns: [msgs]}
         self.diagnostics = None
+        self.diagnostics_history: list = []  # (monotonic arrival, level, message, values)
         for kind, typ, topic in (
             ("pose", PoseStamped, "refined_pose"),
             ("detections", Detection3DArray, "refined_detections"),
@@ -158,8 +159,11 @@ class Peer:
     def _on_diag(self, msg):
         for st in msg.status:
             if st.name == f"pose_refiner: {self.ns}/pose_refiner":
+                values = {kv.key: kv.value for kv in st.values}
                 with self.lock:
-                    self.diagnostics = {kv.key: kv.value for kv in st.values}
+                    self.diagnostics = values
+                    self.diagnostics_history.append(
+                        (time.monotonic(), st.level[0], st.message, values))
 
     def subscribe_debug(self):
         from rclpy.qos import QoSProfile

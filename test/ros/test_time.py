@@ -1,6 +1,6 @@
-"""refiner_node and time, over the real middleware: duplicated and backwards stamps, and
-a bag that loops (by its stamps, and by a ``use_sim_time`` clock that jumps back)
-(README, "Behaviour", Time).
+"""refiner_node and time, over the real middleware: duplicated and backwards stamps, a
+bag that loops (by its stamps, and by a ``use_sim_time`` clock that jumps back), and
+``/diagnostics`` while a fast feed saturates the refiner (README, "Behaviour", Time).
 
 One node process, ``use_sim_time:=true``; this test process publishes ``/clock`` (wall
 time from an arbitrary origin, until a test sends it back) and the frames.
@@ -178,3 +178,26 @@ def test_tf_resumes_when_the_sim_clock_jumps_back(node):
     assert peer.wait_diag("time.restarts", restarts) == restarts + 1
     assert peer.diag("rejected.stamp_backwards") <= 1
 
+
+def test_busy_refiner_at_30_hz_is_ok_in_diagnostics(node):
+    """Frames skipped because the refiner is busy are normal: OK level, as a rate."""
+    peer, send = node["peer"], node["send"]
+    deadline = time.monotonic() + 10
+    while not peer.diagnostics_history or peer.diagnostics_history[-1][1] != 0:
+        assert time.monotonic() < deadline, f"never OK: {peer.diagnostics_history[-1]}"
+        time.sleep(0.05)
+    busy0, refined0 = peer.diag("dropped.busy_detect"), peer.diag("frames.refined")
+    t_start = time.monotonic()
+    for k in range(90):  # 3 s at 30 Hz
+        send(T0 + 300 * S + k * S // 30)
+        time.sleep(max(0.0, t_start + (k + 1) / 30 - time.monotonic()))
+    t_end = time.monotonic()
+    time.sleep(0.3)
+    with peer.lock:  # the samples of periods wholly inside the feed
+        samples = [h for h in peer.diagnostics_history if t_start + 0.6 < h[0] <= t_end]
+    assert len(samples) >= 4, samples
+    assert [(lvl, msg) for _, lvl, msg, _ in samples if lvl != 0] == []
+    assert max(float(v["rate.skipped_busy_hz"]) for *_, v in samples) > 5
+    assert peer.diag("dropped.busy_detect") - busy0 > 20
+    assert peer.diag("frames.refined") - refined0 >= 3
+    assert node["proc"].poll() is None
