@@ -215,9 +215,10 @@ def test_a_rejected_refinement_gets_a_silhouette_only_second_hypothesis(model):
     img = _photo(model, T_gt, K)
     T0 = perturb_pose(T_gt, np.random.default_rng(4), sigma_r_deg=8.0,
                       sigma_t_m=(0.05 * model.diameter_m,) * 2 + (0.1 * model.diameter_m,))
-    # Without the sparse polish and the consensus, which would rescue the first pass.
+    # Without the sparse polish and the consensus, which would rescue the first pass; the
+    # retry is off by default.
     cfg = RefinerConfig(iterations=6, crop_size=96, device="cpu", field_weight=20.0,
-                        region_polish=(), consensus_starts=0)
+                        region_polish=(), consensus_starts=0, retry_region=True)
     ref = Refiner(ObjectRegistry([model]), cfg, CorrespondenceNet())
     r = ref.refine(img, K, [(model.class_id, T0)])[0]
 
