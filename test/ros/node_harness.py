@@ -291,6 +291,26 @@ def env_for_ros() -> dict:
     return env
 
 
+def use_ros_env(env: dict) -> dict:
+    """Point this process's ROS variables (``ros.demo.ENV_KEYS``) at ``env``
+    (:func:`env_for_ros`), for the test's own peer nodes; returns what to hand
+    :func:`restore_env` afterwards."""
+    from pose_refiner_ros.ros.demo import ENV_KEYS
+
+    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    os.environ.update({k: env[k] for k in ENV_KEYS if k in env})
+    return saved
+
+
+def restore_env(saved: dict) -> None:
+    """Undo :func:`use_ros_env`."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def errors(model, T_est, T_gt) -> tuple[float, float, float]:
     """(rotation deg, translation mm, ADD / diameter) of one estimate."""
     from pose_refiner_ros.ros.demo import object_errors

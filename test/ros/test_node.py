@@ -42,11 +42,8 @@ def session(tmp_path_factory):
     require_ros()
     import rclpy
 
-    from pose_refiner_ros.ros.demo import ENV_KEYS
-
     env = nh.env_for_ros()
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ.update({k: env[k] for k in ENV_KEYS if k in env})
+    saved = nh.use_ros_env(env)
     logs = tmp_path_factory.mktemp("node_logs")
     token = uuid.uuid4().hex[:8]
     # every object is published (low-confidence ones with their coarse pose), so that the
@@ -84,11 +81,7 @@ def session(tmp_path_factory):
             p.close()
         rclpy.try_shutdown(context=context)
         codes = {name: nh.stop_node(p) for name, p in procs.items()}
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        nh.restore_env(saved)
     # clean shutdown on SIGINT
     assert all(c == 0 for c in codes.values()), f"exit codes {codes}; logs in {logs}"
 

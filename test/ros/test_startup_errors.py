@@ -145,11 +145,8 @@ def test_run_time_type_refusals_name_the_parameter_and_the_types(tmp_path):
     require_ros()
     import rclpy
 
-    from pose_refiner_ros.ros.demo import ENV_KEYS
-
     env = nh.env_for_ros()
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ.update({k: env[k] for k in ENV_KEYS if k in env})
+    saved = nh.use_ros_env(env)
     namespace = f"types_{uuid.uuid4().hex[:8]}"
     log = tmp_path / "node.log"
     proc = nh.start_node(namespace, {"mode": "flow"}, env, log)
@@ -180,11 +177,7 @@ def test_run_time_type_refusals_name_the_parameter_and_the_types(tmp_path):
         peer.close()
         rclpy.try_shutdown(context=context)
         code = nh.stop_node(proc)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        nh.restore_env(saved)
     assert code == 0, log.read_text()
 
 

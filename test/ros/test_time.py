@@ -65,11 +65,10 @@ def node(tmp_path_factory):
     import rclpy
 
     from pose_refiner_ros.mesh.registry import ObjectRegistry
-    from pose_refiner_ros.ros.demo import ENV_KEYS, make_recording
+    from pose_refiner_ros.ros.demo import make_recording
 
     env = nh.env_for_ros()
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ.update({k: env[k] for k in ENV_KEYS if k in env})
+    saved = nh.use_ros_env(env)
     log = tmp_path_factory.mktemp("node_logs") / "time.log"
     ns = f"time_{uuid.uuid4().hex[:8]}"
     proc = nh.start_node(ns, {
@@ -101,11 +100,7 @@ def node(tmp_path_factory):
         peer.close()
         rclpy.try_shutdown(context=context)
         code = nh.stop_node(proc)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        nh.restore_env(saved)
     assert code == 0, f"exit code {code}; log:\n{log.read_text()}"
 
 
