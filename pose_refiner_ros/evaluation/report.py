@@ -391,7 +391,8 @@ class Evaluation:
         if self._score_err:
             a = np.array([x[:3] for x in self._score_err], dtype=np.float64)
             div = np.array([x[3] for x in self._score_err])
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+            # Constrained layout: the right panel's axis label overlapped the left panel.
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
             for ax, col, label in ((axes[0], 1, "refined e_R (deg)"),
                                    (axes[1], 2, "refined ADD(-S) / diameter")):
                 y = np.clip(a[:, col], 1e-4, None)
