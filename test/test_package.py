@@ -123,6 +123,29 @@ def test_package_xml() -> None:
     assert "python3-pytest" in test_depends
 
 
+def test_every_ros_package_the_code_imports_is_declared() -> None:
+    # rosdep installs what package.xml declares: an undeclared import fails only at run
+    # time, in a colcon workspace (ament_index_python went unnoticed that way).
+    import ast
+
+    exec_depends = {e.text for e in _package_xml().findall("exec_depend")}
+    ros_like = ("rclpy", "ament_index_python", "launch", "launch_ros", "tf2_ros",
+                "message_filters", "rosbag2_py")
+    files = list((ROOT / "launch").glob("*.py")) + list((ROOT / "pose_refiner_ros").rglob("*.py"))
+    used = set()
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     and node.level == 0 else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in ros_like or top.endswith("_msgs"):
+                    used.add("tf2_ros_py" if top == "tf2_ros" else top)
+    assert used, "no ROS imports found: the scan is broken"
+    assert used <= exec_depends, f"imported but not in package.xml: {sorted(used - exec_depends)}"
+
+
 def test_setup_py_matches_package_xml() -> None:
     assert _setup_kwarg("name") == _package_xml().findtext("name")
     assert _setup_kwarg("version") == pose_refiner_ros.__version__
