@@ -138,9 +138,13 @@ class BopDataset:
         self.root = Path(root)
         self.split_path = self.root / split_dir
         if not self.split_path.is_dir():
+            have = (sorted(p.name for p in self.root.iterdir()
+                           if p.is_dir() and p.name != "models") if self.root.is_dir() else [])
+            hint = (f"; this dataset has {', '.join(have)} (choose one with --split)" if have
+                    else "")
             raise FileNotFoundError(
                 f"{self.split_path}: no such split directory; expected <root>/<split_dir> "
-                f"with scene folders like 000001/"
+                f"with scene folders like 000001/{hint}"
             )
         self.obj_ids = None if obj_ids is None else {int(o) for o in obj_ids}
         self.load_depth = load_depth

@@ -151,6 +151,14 @@ def _pix3d_project(entry, X):
     return np.array([-f * p[0] / p[2] + w / 2, -f * p[1] / p[2] + h / 2])
 
 
+def test_a_missing_split_names_the_splits_the_dataset_has(tmp_path, scene_and_models):
+    # write_bop's default split is not eval's default ("test"): say which there are.
+    scenes, models = scene_and_models
+    write_bop(scenes[:1], tmp_path, models)
+    with pytest.raises(FileNotFoundError, match=r"this dataset has train_synth \(choose one"):
+        BopDataset(tmp_path, "test")
+
+
 def test_pix3d_reader(tmp_path):
     rng = np.random.default_rng(4)
     (tmp_path / "img" / "chair").mkdir(parents=True)
