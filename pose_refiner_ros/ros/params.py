@@ -19,51 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-import math
-import re
 from typing import Any
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def _one_of(*choices: str) -> Callable[[Any], str | None]:
-    def check(v):
-        return None if v in choices else f"expected one of {list(choices)}, got {v!r}"
-
-    return check
-
-
-def _at_least(lo: float, integer: bool = False) -> Callable[[Any], str | None]:
-    def check(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return f"expected a finite number >= {lo}, got {v!r}"
-        return None if v >= lo else f"expected >= {lo}, got {v!r}"
-
-    return check
-
-
-def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
-    def check(v):
-        return None if lo <= v <= hi else f"expected a value in [{lo}, {hi}], got {v!r}"
-
-    return check
-
-
-def _device(v):
-    return None if _DEVICE_RE.match(v) else f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}"
-
-
-def _crop_size(v):
-    return None if v >= 32 and v % 8 == 0 else f"expected a multiple of 8 >= 32, got {v}"
-
-
-def _tf_prefix(v):
-    if not re.match(r"^[A-Za-z0-9_/]*$", v):
-        return f"expected letters, digits, '_' or '/', got {v!r}"
-    if v.startswith("/") or "//" in v:
-        # tf2 refuses frame ids that start with '/' (ROS 2 dropped the leading slash)
-        return f"TF frame ids must not start with '/' or contain '//', got {v!r}"
-    return None
+from . import param_checks as checks
+from .param_checks import describe_value, range_error, type_error  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -75,13 +34,17 @@ class ParamSpec:
         default: default value; its Python type is the parameter's type.
         description: one line for ``ros2 param describe`` and the README.
         read_only: True when it cannot change after start-up.
-        check: returns None when a value is valid, else the reason it is not.
+        bounds: ``(lo, hi)``, the inclusive range of a number parameter (the README
+            table shows it); None for the others.
+        check: returns None when a value (of the right type, in range) is valid, else
+            the reason it is not.
     """
 
     name: str
     default: Any
     description: str
     read_only: bool = False
+    bounds: tuple | None = None
     check: Callable[[Any], str | None] | None = None
 
 
@@ -107,14 +70,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         "silhouette alignment, no model needed), 'flow' (training-free optical flow) or "
         "'gcf-adam' (the paper's slow procedure)",
         read_only=True,
-        check=_one_of("auto", "learned", "region", "flow", "gcf-adam"),
+        check=checks.one_of("auto", "learned", "region", "flow", "gcf-adam"),
     ),
     ParamSpec(
         "device",
         "auto",
         "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'",
         read_only=True,
-        check=_device,
+        check=checks.device,
     ),
     ParamSpec(
         "cpu_threads",
@@ -122,26 +85,34 @@ PARAMS: tuple[ParamSpec, ...] = (
         "torch CPU threads for refinement (0: torch's default, one per core); 1 is fastest "
         "on a small CPU shared with other nodes",
         read_only=True,
-        check=_at_least(0),
+        bounds=(0, 256),
     ),
     ParamSpec(
-        "iterations", 4, "render-and-compare iterations per frame, at most", check=_at_least(1)
+        "iterations",
+        4,
+        "render-and-compare iterations per frame, at most (each costs ~60 ms per object "
+        "on a small CPU)",
+        bounds=(1, 20),
     ),
     ParamSpec(
-        "crop_size", 128, "side of the zoom-in crop, pixels (multiple of 8)", check=_crop_size
+        "crop_size",
+        128,
+        "side of the zoom-in crop, pixels (multiple of 8)",
+        bounds=(32, 512),
+        check=checks.multiple_of_8,
     ),
     ParamSpec(
         "confidence_threshold",
         0.3,
         "objects whose refinement scores below this (or diverged) are low confidence",
-        check=_between(0.0, 1.0),
+        bounds=(0.0, 1.0),
     ),
     ParamSpec(
         "low_confidence_action",
         "drop",
         "what happens to a low-confidence object: 'drop' (not published) or "
         "'publish_coarse' (published with its coarse pose and its low score)",
-        check=_one_of("drop", "publish_coarse"),
+        check=checks.one_of("drop", "publish_coarse"),
     ),
     ParamSpec(
         "target_class_id",
@@ -160,26 +131,26 @@ PARAMS: tuple[ParamSpec, ...] = (
         "tf_prefix",
         "refined_",
         "TF child frames are '<tf_prefix><class_id>_<k>' (see README)",
-        check=_tf_prefix,
+        check=checks.tf_prefix,
     ),
     ParamSpec(
         "sync_tolerance_s",
         0.005,
         "largest stamp difference between an image and its detections / depth, s",
-        check=_between(0.0, 1.0),
+        bounds=(0.0, 1.0),
     ),
     ParamSpec(
         "sync_queue_size",
         10,
         "messages of each input kept while waiting for a stamp match",
         read_only=True,
-        check=_at_least(1),
+        bounds=(1, 1000),
     ),
     ParamSpec(
         "max_objects",
         10,
         "objects refined per frame at most (the highest detection scores are kept)",
-        check=_at_least(1),
+        bounds=(1, 100),
     ),
     ParamSpec(
         "tracking",
@@ -192,7 +163,7 @@ PARAMS: tuple[ParamSpec, ...] = (
         0.3,
         "a tracked object whose tracking quality (region score) falls below this is "
         "re-registered by a full refinement, and reported lost if that fails",
-        check=_between(0.0, 1.0),
+        bounds=(0.0, 1.0),
     ),
     ParamSpec(
         "tracking_refine_every",
@@ -200,13 +171,13 @@ PARAMS: tuple[ParamSpec, ...] = (
         "a full refinement of the tracked objects runs every this many tracked frames "
         "anyway; 0 (default): only when an object is lost (a full refinement blocks the "
         "worker for ~300 ms per object on a small CPU, and frames are skipped meanwhile)",
-        check=_at_least(0),
+        bounds=(0, 100000),
     ),
     ParamSpec(
         "tracking_max_age_s",
         2.0,
         "tracking stops this long (image time) after the last detections; 0: never",
-        check=_at_least(0.0),
+        bounds=(0.0, 3600.0),
     ),
     ParamSpec(
         "coarse_pose_class_id",
@@ -218,7 +189,7 @@ PARAMS: tuple[ParamSpec, ...] = (
         1.0,
         "period of /diagnostics messages, s",
         read_only=True,
-        check=_at_least(0.05),
+        bounds=(0.05, 60.0),
     ),
 )
 
@@ -263,34 +234,16 @@ class NodeParams:
 assert [f.name for f in fields(NodeParams)] == [p.name for p in PARAMS], "keep them in step"
 
 
-_TYPE_WORDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-
-
-def describe_value(value: Any) -> str:
-    """``value`` and its type in words, for messages: "a string ('four')"."""
-    if value is None:
-        return "no value"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a floating-point number ({value!r})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    return f"a list ({list(value)!r})"  # rclpy gives arrays as lists or array.array
-
-
-def type_error(spec: ParamSpec, value: Any) -> str | None:
-    """Why ``value`` has the wrong type for ``spec``, in words, or None. An integer is
-    accepted where a number is expected."""
-    want = type(spec.default)
-    if type(value) is want or (want is float and type(value) is int):
-        return None
-    why = f"expected {_TYPE_WORDS[want]}, got {describe_value(value)}"
-    if want is str and isinstance(value, (bool, int, float)):
-        why += "; quote text that reads as a number or boolean, e.g. '1'"
-    return why
+def value_error(spec: ParamSpec, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for ``spec`` (its type, its range, its own rule),
+    in words without the parameter's name, or None."""
+    why = type_error(spec.default, value)
+    if why:
+        return why
+    if isinstance(spec.default, float):
+        value = float(value)
+    return range_error(spec.default, spec.bounds, value) or (
+        spec.check(value) if spec.check is not None else None)
 
 
 def validate(name: str, value: Any, running: bool = False) -> str | None:
@@ -302,18 +255,10 @@ def validate(name: str, value: Any, running: bool = False) -> str | None:
     spec = SPECS.get(name)
     if spec is None:
         return None  # not ours (e.g. use_sim_time)
-    why = type_error(spec, value)
-    if why:
-        return f"parameter {name!r}: {why}"
-    if isinstance(spec.default, float):
-        value = float(value)
-    if running and spec.read_only:
+    if type_error(spec.default, value) is None and running and spec.read_only:
         return f"parameter {name!r} is fixed at start-up; restart the node to change it"
-    if spec.check is not None:
-        why = spec.check(value)
-        if why:
-            return f"parameter {name!r}: {why}"
-    return None
+    why = value_error(spec, value)
+    return f"parameter {name!r}: {why}" if why else None
 
 
 def declare(node) -> NodeParams:

@@ -10,7 +10,8 @@ Two things rclpy does not do well, and this module does first:
   So ``--params-file refiner.yaml -p iterations:=four`` starts with the file's 4 and
   says nothing, while ``-p iterations:=four`` alone fails. :func:`check` finds every
   value given for one of :data:`~pose_refiner_ros.ros.params.PARAMS` (in every params
-  file and ``-p``) and refuses a wrong-typed one whichever way it came.
+  file and ``-p``) and refuses a wrong-typed one whichever way it came, and the value
+  that takes effect (the last given) when it is out of the parameter's range.
 
 Values are read as rcl reads them (:func:`rcl_value`): quoted text is a string;
 ``true``/``yes``/``on``... a boolean; what ``strtol`` reads whole an integer, what
@@ -27,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from .params import SPECS, type_error
+from .params import SPECS, type_error, value_error
 
 _TRUE = {"Y", "y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"}
 _FALSE = {"N", "n", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
@@ -260,8 +261,9 @@ def given_values(argv: list, fqn: str) -> list:
 
 def check(argv: list, fqn: str) -> str | None:
     """Why the node cannot start with these arguments (one line), or None: a params
-    file rcl cannot read, a ``-p`` rule it cannot parse, or a value of the wrong type
-    for one of our parameters, wherever it is given."""
+    file rcl cannot read, a ``-p`` rule it cannot parse, a value of the wrong type
+    for one of our parameters, wherever it is given, or the value that takes effect
+    out of its range (or against its own rule)."""
     for kind, rule in _rules(argv):
         if kind == "file":
             why = check_params_file(rule)
@@ -276,8 +278,13 @@ def check(argv: list, fqn: str) -> str | None:
                 why = f"the value is not valid YAML ({getattr(e, 'problem', e)})"
             if why:
                 return f"`-p {rule}`: {why}"
-    for g in given_values(argv, fqn):
-        why = type_error(SPECS[g.name], g.value)
+    given = given_values(argv, fqn)
+    for g in given:
+        why = type_error(SPECS[g.name].default, g.value)
+        if why:
+            return f"parameter {g.name!r} ({g.source}): {why}"
+    for g in {g.name: g for g in given}.values():  # the value that takes effect: the last
+        why = value_error(SPECS[g.name], g.value)
         if why:
             return f"parameter {g.name!r} ({g.source}): {why}"
     return None
