@@ -20,11 +20,13 @@ one ``DiagnosticStatus`` named ``pose_refiner: <fully qualified node name>`` who
 - ``latency_ms.mean`` / ``.p95`` / ``.last``: from the arrival of the message that
   completed a frame (its image, detections or depth) to the publication of its results,
   over the last 100 frames; ``refine_ms_per_object.mean``: the refiner's own time;
+- ``problem.<setting>``: a setting that stops output, while it does (``target_class_id``
+  naming no registered object);
 - ``device``, ``mode``, ``model``.
 
-The level is ERROR when the worker failed during the last period; WARN when input was
-rejected (``rejected.*`` other than ``low_confidence``) or messages dropped unmatched
-during the last period, or no camera info has been received yet; OK otherwise.
+The level is ERROR when the worker failed during the last period; WARN while a
+``problem.*`` stands, when input was rejected (``rejected.*`` other than
+``low_confidence``) or messages dropped unmatched during the last period, or no camera info has been received yet; OK otherwise.
 Frames skipped because the refiner was busy are normal operation (newest wins) and
 objects withheld for low confidence are the confidence rule at work: both are counted
 and reported at OK level, so that a WARN always means something.
@@ -63,6 +65,16 @@ class NodeStats:
             "t": time.monotonic(),
         }
         self.info: dict = {}
+        self.problems: dict = {}
+
+    def set_problem(self, key: str, why: str | None) -> None:
+        """Keep ``problem.<key>`` (a setting that stops output, e.g. an unknown
+        ``target_class_id``) in the diagnostics, at WARN level, until ``why`` is None."""
+        with self._lock:
+            if why:
+                self.problems[key] = why
+            else:
+                self.problems.pop(key, None)
 
     def receive(self, name: str) -> None:
         with self._lock:
@@ -129,6 +141,7 @@ class NodeStats:
                     sum(self._refine_ms) / len(self._refine_ms) if self._refine_ms else float("nan")
                 ),
                 "info": dict(self.info),
+                "problems": dict(self.problems),
             }
             self._last = {
                 "received": Counter(self.received),
@@ -144,15 +157,18 @@ def status_level(snap: dict) -> tuple[int, str]:
     """``(level, message)``: 0 OK, 1 WARN, 2 ERROR (``DiagnosticStatus`` levels)."""
     if snap["new_errors"]:
         return 2, f"refinement failed {snap['new_errors']} time(s) in the last period; see the log"
+    problems = list(snap.get("problems", {}).values())
     if not snap["received"].get("camera_info"):
-        return 1, "no camera_info received yet"
-    problems = []
+        return 1, "; ".join([*problems, "no camera_info received yet"])
+    recent = []
     if snap["new_rejected"]:
-        problems.append(f"{snap['new_rejected']} input(s) rejected")
+        recent.append(f"{snap['new_rejected']} input(s) rejected")
     if snap["new_dropped"]:
-        problems.append(f"{snap['new_dropped']} frame(s) dropped")
+        recent.append(f"{snap['new_dropped']} frame(s) dropped")
+    if recent:
+        problems.append(", ".join(recent) + " in the last period")
     if problems:
-        return 1, ", ".join(problems) + " in the last period"
+        return 1, "; ".join(problems)
     if snap.get("skipped_busy_hz"):
         return 0, (f"ok; refiner busy: {snap['skipped_busy_hz']:.1f} frame(s)/s skipped "
                    "(the newest frame wins)")
@@ -180,6 +196,8 @@ def to_diagnostic_array(snap: dict, stamp, node_name: str):
         kv.append((f"latency_ms.{k}", f"{v:.1f}"))
     kv.append(("refine_ms_per_object.mean", f"{snap['refine_ms_per_object']:.1f}"))
     kv.append(("errors", str(snap["errors"])))
+    for k, v in sorted(snap.get("problems", {}).items()):
+        kv.append((f"problem.{k}", v))
     for k, v in sorted(snap["info"].items()):
         kv.append((k, str(v)))
     status = DiagnosticStatus(

@@ -60,6 +60,7 @@ from .diagnostics import NodeStats, to_diagnostic_array
 from .params import NodeParams, declare, refiner_from_params, resolve_path, validate
 from .stamps import StampGuard, StampsMixin
 from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, stamp_to_ns
+from .target_class import check_target
 from .tracking import Tracked as _Tracked
 from .tracking import TrackingMixin
 
@@ -130,6 +131,7 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             model=self._model_file or "(none: mode flow)",
             objects_yaml=self._objects_file,
         )
+        check_target(self, p.target_class_id)
         self._sync_lock = threading.Lock()
         self._sync = FrameSynchronizer(
             int(p.sync_tolerance_s * 1e9), p.sync_queue_size, p.use_depth
@@ -364,6 +366,8 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
                 self._sync.set_tolerance(int(new.sync_tolerance_s * 1e9))
         if (new.iterations, new.crop_size) != (old.iterations, old.crop_size):
             self._rebuild = True
+        if "target_class_id" in values:
+            check_target(self, new.target_class_id)
         if not new.tracking:
             self._track = None
         elif not old.tracking:

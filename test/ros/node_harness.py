@@ -8,6 +8,7 @@ process: it publishes inputs and records every output by stamp.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 import subprocess
@@ -323,3 +324,38 @@ def pose_of(msg) -> np.ndarray:
     from pose_refiner_ros.ros import conversions as conv
 
     return conv.pose_to_matrix(msg)
+
+
+@contextlib.contextmanager
+def running_node(prefix: str, overrides: dict, log: Path):
+    """A ``refiner_node`` in a fresh namespace (``prefix`` + random) with ``overrides``,
+    and a connected :class:`Peer`; yields ``(proc, peer)``. On leaving, stops both and
+    asserts a clean exit (code 0)."""
+    import uuid
+
+    from ros_helpers import require_ros
+
+    require_ros()
+    import pytest
+    import rclpy
+
+    env = env_for_ros()
+    saved = use_ros_env(env)
+    namespace = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    proc = start_node(namespace, overrides, env, log)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    peer = Peer(context, namespace)
+    try:
+        try:
+            peer.wait_connected(proc)
+        except (RuntimeError, TimeoutError) as e:
+            pytest.fail(f"{e}; the node's log:\n{log.read_text()}")
+        yield proc, peer
+        assert proc.poll() is None, log.read_text()
+    finally:
+        peer.close()
+        rclpy.try_shutdown(context=context)
+        code = stop_node(proc)
+        restore_env(saved)
+    assert code == 0, log.read_text()

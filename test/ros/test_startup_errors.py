@@ -14,11 +14,9 @@ import os
 from pathlib import Path
 import subprocess
 import sys
-import uuid
 
 import node_harness as nh
 import pytest
-from ros_helpers import require_ros
 
 ROOT = nh.ROOT
 
@@ -142,22 +140,7 @@ def test_objects_yaml_that_is_a_directory_is_called_a_directory(tmp_path):
 @pytest.mark.ros
 @pytest.mark.timeout(180)
 def test_run_time_type_refusals_name_the_parameter_and_the_types(tmp_path):
-    require_ros()
-    import rclpy
-
-    env = nh.env_for_ros()
-    saved = nh.use_ros_env(env)
-    namespace = f"types_{uuid.uuid4().hex[:8]}"
-    log = tmp_path / "node.log"
-    proc = nh.start_node(namespace, {"mode": "flow"}, env, log)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    peer = nh.Peer(context, namespace)
-    try:
-        try:
-            peer.wait_connected(proc)
-        except (RuntimeError, TimeoutError) as e:
-            pytest.fail(f"{e}; the node's log:\n{log.read_text()}")
+    with nh.running_node("types", {"mode": "flow"}, tmp_path / "node.log") as (_, peer):
         refusals = {
             "iterations": ("four", "expected an integer, got a string ('four')"),
             "crop_size": (12.5, "expected an integer, got a floating-point number (12.5)"),
@@ -172,13 +155,6 @@ def test_run_time_type_refusals_name_the_parameter_and_the_types(tmp_path):
         for name, value in (("iterations", 3), ("confidence_threshold", 1), ("iterations", 4)):
             peer.set_parameters(**{name: value})
             assert peer.last_set_results == [(True, "")], (name, peer.last_set_results)
-        assert proc.poll() is None, log.read_text()
-    finally:
-        peer.close()
-        rclpy.try_shutdown(context=context)
-        code = nh.stop_node(proc)
-        nh.restore_env(saved)
-    assert code == 0, log.read_text()
 
 
 # -- item 12: without ROS 2's Python packages --------------------------------------------
