@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 import importlib
+import re
 import sys
 
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -31,6 +32,29 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def plain_text(text: str) -> str:
+    """reST markup of docstrings (````x````, ``:func:`~a.b```) as plain text for a terminal."""
+    def role(m):  # :func:`~a.b` shows b, :func:`a.b` shows a.b
+        return m.group(2).split(".")[-1] if m.group(1) else m.group(2)
+
+    text = re.sub(r":[a-z]+:`(~?)([^`]+)`", role, text)
+    return re.sub(r"``([^`]+)``", r"\1", text)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+    """Every subcommand's ``--help``: defaults shown where there is one (not for an unset
+    option or an off flag), descriptions with their line breaks and without reST markup."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+    def _format_text(self, text):
+        return super()._format_text(plain_text(text))
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser. Only ``command``'s module is imported; the other subcommands get
     placeholder parsers that are enough for the top-level ``--help``."""
@@ -45,6 +69,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             continue
         module_name, func_name = target.split(":")
         getattr(importlib.import_module(module_name), func_name)(subparsers, name, help_text)
+        subparsers.choices[name].formatter_class = HelpFormatter
     return parser
 
 

@@ -188,3 +188,25 @@ def test_cli_help_lists_demo(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exc.value.code == 0
     assert "demo" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["demo", "eval", "eval-bag", "train", "refine",
+                                     "make-bag", "bench"])
+def test_subcommand_help_reads_as_plain_text(command, capsys) -> None:
+    # Docstrings are reST; a terminal shows ``x`` literally. An unset option has no
+    # default to show ("(default: None)" said nothing).
+    from pose_refiner_ros import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:`" not in out and ":class:`" not in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "usage: pose-refiner " + command in out
+
+
+def test_plain_text_drops_rest_roles() -> None:
+    from pose_refiner_ros.cli import plain_text
+
+    assert plain_text("see :func:`~a.b.fn` and :class:`a.B`, ``x=1``") == "see fn and a.B, x=1"

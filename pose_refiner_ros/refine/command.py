@@ -137,10 +137,12 @@ def add_subcommand(subparsers, name: str, help_text: str) -> None:
     p.add_argument("--overlay", help="PNG with coarse (orange) and refined (green) contours")
     p.add_argument("--depth", help="optional registered depth image (16-bit PNG)")
     p.add_argument(
-        "--depth-scale", type=float, default=0.001, help="depth units to metres (default mm)"
+        "--depth-scale", type=float, default=0.001,
+        help="metres per depth unit (0.001: millimetres)"
     )
     p.add_argument("--model", default=str(default_model_path()), help="network checkpoint")
-    p.add_argument("--mode", default="learned", choices=["learned", "region", "flow", "gcf-adam"])
+    p.add_argument("--mode", default="learned", choices=["learned", "region", "flow", "gcf-adam"],
+                   help="refiner mode (README, How it works)")
     p.add_argument("--iterations", type=int, help="outer iterations (default: the refiner's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(handler=run)
