@@ -21,8 +21,11 @@ Writes into ``--out DIR``:
   and the refined poses.
 
 Memory stays flat: messages are read one at a time, the synchroniser's buffers are
-bounded (``sync_queue_size``), and per-object records go straight to disk. Ctrl-C stops
-at once and removes everything half-written.
+bounded (``sync_queue_size``), and per-object records go straight to disk. All or
+nothing (:mod:`.all_or_nothing`): everything is written into ``--out``'s
+``.eval-bag.partial/`` and moved into place once complete; Ctrl-C or SIGTERM before that
+removes it all, one during the move takes effect once the output is whole, and stale
+partial files of earlier runs are removed at the start.
 
 Ground-truth sidecar file (``--gt-file``), JSON::
 
@@ -48,7 +51,11 @@ import time
 import numpy as np
 
 from . import bag_io as B
+from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
 from .report import format_summary
+
+#: Partial files that earlier versions of eval-bag, killed hard, left in ``--out``.
+STALE_PARTIALS = (".*_refined.partial", ".objects.*.jsonl.partial", ".report.*.partial")
 
 __all__ = ["eval_bag", "BagTopics", "resolve_topics", "read_ground_truth_file",
            "load_node_params", "build_refiner", "load_registry", "add_subcommand"]
@@ -479,8 +486,8 @@ def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: s
             for p in (out_bag, out_dir / "report.json"):
                 if p.exists():
                     raise FileExistsError(f"{p} exists already; pass --overwrite or another --out")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ev = Evaluation(out_dir, f"eval-bag: {bag_path.name}")
+        stage = Staging(out_dir, "eval-bag", stale=STALE_PARTIALS)
+        ev = Evaluation(stage.path, f"eval-bag: {bag_path.name}")
         meta = {"command": "eval-bag", "bag": str(bag_path), "storage": bag.storage,
                 "output_bag": str(out_bag), "objects": str(objects),
                 "model": str(model_file) if model_file else None,
@@ -491,7 +498,7 @@ def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: s
                 "device": str(refiner.device)}
         bar = None
         try:
-            with B.BagWriter(out_bag, storage=bag.storage, overwrite=overwrite) as writer:
+            with B.BagWriter(stage.path / out_bag.name, storage=bag.storage) as writer:
                 not_copied = sorted({f"{c.topic} ({c.msgtype})" for c in bag.connections
                                      if not writer.add_topic(c.topic, c.msgtype, like=c)})
                 if not_copied:
@@ -529,16 +536,21 @@ def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: s
                     if max_frames is not None and ev.frames >= max_frames:
                         break
                 run.flush(final=True)
+            pause_for_test("bag_closed")
             if bar is not None:
                 bar.close()
             elapsed = time.perf_counter() - t_loop  # frames/s: the loop, not the start-up
             meta["wall_s_with_startup"] = round(time.perf_counter() - t_start, 3)
             summary = ev.write(meta, elapsed_s=elapsed, plots=plots)
+            pause_for_test("report_written")
         except BaseException:
             if bar is not None:
                 bar.close()
             ev.discard()
+            stage.abort()
             raise
+    if stage.commit():
+        raise InterruptedWhenComplete(summary)
     return summary
 
 
@@ -578,6 +590,7 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    sigterm_as_interrupt()
     try:
         summary = eval_bag(
             args.bag, args.objects, args.out, model=args.model, mode=args.mode,
@@ -587,6 +600,11 @@ def _main(args: argparse.Namespace) -> int:
             depth_topic=args.depth_topic, gt_topic=args.gt_topic, gt_file=args.gt_file,
             max_frames=args.max_frames, overwrite=args.overwrite,
             progress=not args.no_progress, plots=not args.no_plots)
+    except InterruptedWhenComplete as e:
+        print(format_summary(e.result, Path(args.out)))
+        print(f"eval-bag: interrupted once the output was complete; it is all in {args.out}",
+              file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("eval-bag: interrupted; nothing was written (partial outputs removed)",
               file=sys.stderr)
