@@ -26,7 +26,8 @@ one ``DiagnosticStatus`` named ``pose_refiner: <fully qualified node name>`` who
 
 The level is ERROR when the worker failed during the last period; WARN while a
 ``problem.*`` stands, when input was rejected (``rejected.*`` other than
-``low_confidence``) or messages dropped unmatched during the last period, or no camera info has been received yet; OK otherwise.
+``low_confidence``) or messages dropped unmatched during the last period, or no camera
+info has been received yet; OK otherwise.
 Frames skipped because the refiner was busy are normal operation (newest wins) and
 objects withheld for low confidence are the confidence rule at work: both are counted
 and reported at OK level, so that a WARN always means something.
