@@ -8,6 +8,9 @@ whole). An interrupt before that removes the staging folder (and the output fold
 itself when this run created it and nothing else is in it): nothing appears. Partial
 files that an earlier run killed hard left behind are removed at the start.
 
+Used by ``eval-bag`` and ``make-bag`` (whose output folder is the bag's parent; a
+``--gt-file`` elsewhere is staged beside its target, :meth:`Staging.outside`).
+
 Test hook: with the environment variable ``POSE_REFINER_TEST_PAUSE_AT=<point>`` the
 command prints ``paused at <point>`` on stderr and waits there (``POSE_REFINER_TEST_PAUSE_S``
 seconds, default 30), so that a test can send a signal at that exact moment. Points:
@@ -99,13 +102,28 @@ class Staging:
             for p in self.out_dir.glob(pattern):
                 _remove(p)
         self.path.mkdir()
+        self._outside: dict = {}
+
+    def outside(self, target: str | os.PathLike) -> Path:
+        """A staging path for a file that goes to ``target``, outside ``out_dir``: its
+        sibling ``.<name>.partial`` (a stale one removed now), moved in by :meth:`commit`
+        with the rest (or removed by :meth:`abort`)."""
+        target = Path(target)
+        if target.parent.resolve() == self.out_dir.resolve():
+            return self.path / target.name
+        staged = target.parent / f".{target.name}.partial"
+        _remove(staged)
+        self._outside[staged] = target
+        return staged
 
     def commit(self) -> bool:
         """Move everything staged into ``out_dir``, replacing what is there under the
         same names; True when SIGINT or SIGTERM came meanwhile (held back)."""
         with signals_held_back() as came:
-            for i, p in enumerate(sorted(self.path.iterdir())):
-                target = self.out_dir / p.name
+            moves = [(p, self.out_dir / p.name) for p in sorted(self.path.iterdir())]
+            for i, (p, target) in enumerate(moves + list(self._outside.items())):
+                if not (p.exists() or p.is_symlink()):
+                    continue
                 if target.exists() or target.is_symlink():
                     _remove(target)
                 p.rename(target)
@@ -118,6 +136,8 @@ class Staging:
         """Remove everything staged (and ``out_dir`` when this run created it and it
         is empty)."""
         _remove(self.path)
+        for staged in self._outside:
+            _remove(staged)
         if self.created:
             with contextlib.suppress(OSError):
                 self.out_dir.rmdir()

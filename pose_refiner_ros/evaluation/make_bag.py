@@ -31,12 +31,12 @@ import argparse
 from dataclasses import replace
 import os
 from pathlib import Path
-import shutil
 import sys
 
 import numpy as np
 
 from . import bag_io as B
+from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
 
 __all__ = ["make_bag", "add_subcommand", "TOPICS"]
 
@@ -140,8 +140,6 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
     Returns:
         ``{"bag", "frames", "objects", "objects_yaml" or "objects_spec", "topics"}``.
     """
-    from .eval_bag import write_ground_truth_file
-
     out = Path(out)
     if depth not in (None, "16UC1", "32FC1"):
         raise ValueError(f"depth: expected None, '16UC1' or '32FC1', got {depth!r}")
@@ -152,6 +150,40 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists already; pass --overwrite or choose another name")
     info: dict = {"bag": str(out), "topics": dict(TOPICS)}
+    if source.startswith("bop:"):
+        root = Path(source[4:])
+        if not root.is_dir():
+            raise FileNotFoundError(f"--from {source}: {root} is not a directory; expected a BOP "
+                                    "dataset root (models/, test/...)")
+    elif source != "synthetic":
+        raise ValueError(f"--from: expected 'synthetic' or 'bop:PATH', got {source!r}")
+    # All or nothing: the bag, its objects and the --gt-file are staged and moved in
+    # together once complete (stale partials of earlier runs removed).
+    stage = Staging(out.parent, f"make-bag.{out.name}", stale=(f".{out.name}.partial",))
+    if gt_file:
+        Path(f"{gt_file}.partial").unlink(missing_ok=True)  # write_ground_truth_file's
+    try:
+        n_frames, n_objects = _write(stage, out, source, info, storage=storage, frames=frames,
+                                     seed=seed, objects=objects, width=width, height=height,
+                                     rate_hz=rate_hz, depth=depth, encoding=encoding,
+                                     split=split, gt_file=gt_file, n_procedural=n_procedural,
+                                     progress=progress)
+        pause_for_test("bag_closed")
+    except BaseException:
+        stage.abort()
+        raise
+    info.update(frames=n_frames, objects=n_objects)
+    if stage.commit():
+        raise InterruptedWhenComplete(info)
+    return info
+
+
+def _write(stage: Staging, out: Path, source: str, info: dict, *, storage, frames, seed,
+           objects, width, height, rate_hz, depth, encoding, split, gt_file, n_procedural,
+           progress) -> tuple[int, int]:
+    """Write everything of :func:`make_bag` into ``stage``; ``(frames, objects)``."""
+    from .eval_bag import write_ground_truth_file
+
     if source == "synthetic":
         if objects:
             from .eval_bag import load_registry
@@ -163,19 +195,13 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
 
             models = procedural_models("val", n_procedural, seed=0)
             obj_dir = out.parent / f"{out.name}_objects"
-            if obj_dir.exists():
-                shutil.rmtree(obj_dir)
-            info["objects_spec"] = str(write_procedural_objects(models, obj_dir))
+            write_procedural_objects(models, stage.path / obj_dir.name)
+            info["objects_spec"] = str(obj_dir / "objects.yaml")
         gen = _synthetic_frames(models, frames, seed, width, height)
-    elif source.startswith("bop:"):
+    else:
         root = Path(source[4:])
-        if not root.is_dir():
-            raise FileNotFoundError(f"--from {source}: {root} is not a directory; expected a BOP "
-                                    "dataset root (models/, test/...)")
         gen = _bop_frames(root, split, frames, seed, depth is not None)
         info["objects_spec"] = f"bop:{root}"
-    else:
-        raise ValueError(f"--from: expected 'synthetic' or 'bop:PATH', got {source!r}")
 
     gt_frames = []
     n_frames = n_objects = 0
@@ -185,7 +211,7 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
 
         bar = tqdm(total=frames, unit="frame", desc="make-bag", file=sys.stderr)
     try:
-        with B.BagWriter(out, storage=storage, overwrite=overwrite) as w:
+        with B.BagWriter(stage.path / out.name, storage=storage) as w:
             w.add_topic(TOPICS["camera_info"], B.CAMERA_INFO)
             w.add_topic(TOPICS["image"], B.IMAGE)
             if depth:
@@ -210,12 +236,11 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
                 if bar is not None:
                     bar.update(1)
         if gt_file:
-            write_ground_truth_file(gt_file, gt_frames)
+            write_ground_truth_file(stage.outside(gt_file), gt_frames)
     finally:
         if bar is not None:
             bar.close()
-    info.update(frames=n_frames, objects=n_objects)
-    return info
+    return n_frames, n_objects
 
 
 def add_subcommand(subparsers, name: str, help: str) -> None:
@@ -241,14 +266,20 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    sigterm_as_interrupt()
     try:
         info = make_bag(args.out, args.source, storage=args.storage, frames=args.frames,
                         seed=args.seed, objects=args.objects, width=args.width,
                         height=args.height, rate_hz=args.rate, depth=args.depth,
                         encoding=args.encoding, split=args.split, gt_file=args.gt_file,
                         overwrite=args.overwrite, progress=True)
+    except InterruptedWhenComplete as e:
+        print(f"make-bag: interrupted once the output was complete; {e.result['bag']} is "
+              "whole", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("make-bag: interrupted; nothing was written", file=sys.stderr)
+        print("make-bag: interrupted; nothing was written (partial outputs removed)",
+              file=sys.stderr)
         return 130
     except (B.BagError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"make-bag: error: {e}", file=sys.stderr)
