@@ -8,7 +8,7 @@ whole). An interrupt before that removes the staging folder (and the output fold
 itself when this run created it and nothing else is in it): nothing appears. Partial
 files that an earlier run killed hard left behind are removed at the start.
 
-Used by ``eval-bag`` and ``make-bag`` (whose output folder is the bag's parent; a
+Used by ``eval-bag``, ``eval`` and ``make-bag`` (whose output folder is the bag's parent; a
 ``--gt-file`` elsewhere is staged beside its target, :meth:`Staging.outside`).
 
 Test hook: with the environment variable ``POSE_REFINER_TEST_PAUSE_AT=<point>`` the

@@ -40,12 +40,15 @@ import time
 
 import numpy as np
 
+from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
 from .report import format_summary
 
 __all__ = ["BopEstimate", "read_bop_results", "write_bop_results", "evaluate_dataset",
            "add_subcommand"]
 
 BOP_HEADER = "scene_id,im_id,obj_id,score,R,t,time"
+# What earlier runs killed hard may have left in --out (all or nothing, :func:`evaluate_dataset`).
+STALE_PARTIALS = (".objects.*.jsonl.partial", ".report.*.partial", ".poserefiner*.csv.partial")
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,8 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
             "refiner": {k: str(v) for k, v in vars(refiner.cfg).items()},
             "refined_csv": str(out_dir / f"poserefiner_{name}.csv"),
             "initial_csv": str(out_dir / f"poserefinerinit_{name}.csv")}
-    ev = Evaluation(out_dir, f"eval: {dataset} ({split_name})")
+    stage = Staging(out_dir, "eval", stale=STALE_PARTIALS)
+    ev = Evaluation(stage.path, f"eval: {dataset} ({split_name})")
     rng = np.random.default_rng(seed)
     refined_rows: list[BopEstimate] = []
     init_rows: list[BopEstimate] = []
@@ -309,13 +313,17 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
             bar = None
         summary = ev.write(meta, elapsed_s=time.perf_counter() - t_start, plots=plots)
         if kind == "bop":
-            write_bop_results(meta["refined_csv"], refined_rows)
-            write_bop_results(meta["initial_csv"], init_rows)
+            write_bop_results(stage.path / Path(meta["refined_csv"]).name, refined_rows)
+            write_bop_results(stage.path / Path(meta["initial_csv"]).name, init_rows)
+        pause_for_test("report_written")
     except BaseException:
         if bar is not None:
             bar.close()
         ev.discard()
+        stage.abort()
         raise
+    if stage.commit():
+        raise InterruptedWhenComplete(summary)
     return summary
 
 
@@ -349,6 +357,7 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    sigterm_as_interrupt()
     try:
         summary = evaluate_dataset(
             args.dataset, args.out, split=args.split, results=args.results, seed=args.seed,
@@ -357,8 +366,14 @@ def _main(args: argparse.Namespace) -> int:
             crop_size=args.crop_size, use_depth=args.use_depth, pix3d_json=args.pix3d_json,
             model_scale=args.model_scale, progress=not args.no_progress,
             plots=not args.no_plots, min_visib=args.min_visib, grey=args.grey)
+    except InterruptedWhenComplete as e:
+        print(format_summary(e.result, Path(args.out)))
+        print(f"eval: interrupted once the output was complete; it is all in {args.out}",
+              file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("eval: interrupted; nothing was written", file=sys.stderr)
+        print("eval: interrupted; nothing was written (partial outputs removed)",
+              file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError) as e:
         print(f"eval: error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+import signal
 
 import numpy as np
 import pytest
@@ -230,6 +231,39 @@ def test_cli_eval_prints_every_metric(bop_root, tmp_path, capsys):
                 "ar_mspd"):
         assert key in out
     assert (tmp_path / "o" / "poserefiner_tiny-test.csv").exists()
+
+
+def _eval_paused(run_paused, bop_root, out: Path, pause_at: str, sig, pause_s: float = 30.0):
+    code, _, err = run_paused(
+        ["eval", "--dataset", f"bop:{bop_root}", "--out", out, "--mode", "flow", "--device",
+         "cpu", "--iterations", "1", "--crop-size", "64", "--max-images", "1", "--no-progress"],
+        pause_at, sig, pause_s)
+    return code, err
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_eval_signalled_before_complete_writes_nothing(run_paused, bop_root, tmp_path, sig):
+    """All or nothing (issue 15, item 2): the report, plots and CSVs were complete but not
+    moved in; a signal then leaves nothing, not even --out."""
+    out = tmp_path / "o"
+    code, err = _eval_paused(run_paused, bop_root, out, "report_written", sig)
+    assert code == 130 and "nothing was written" in err, err
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
+@pytest.mark.timeout(300)
+def test_cli_eval_signalled_while_moving_in_completes_and_stale_partials_go(run_paused, bop_root,
+                                                                            tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    for stale in (".eval.partial", ".poserefiner_tiny-test.csv.partial", ".report.json.partial"):
+        (out / stale).write_text("left by a run killed hard")
+    code, err = _eval_paused(run_paused, bop_root, out, "commit", signal.SIGTERM, pause_s=2)
+    assert code == 130 and "output was complete" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "plots", "poserefiner_tiny-test.csv", "poserefinerinit_tiny-test.csv", "report.json",
+        "report.md"]
 
 
 def test_cli_eval_rejects_a_bad_dataset(tmp_path, capsys):
