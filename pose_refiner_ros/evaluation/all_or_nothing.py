@@ -15,8 +15,9 @@ Test hook: with the environment variable ``POSE_REFINER_TEST_PAUSE_AT=<point>`` 
 command prints ``paused at <point>`` on stderr and waits there (``POSE_REFINER_TEST_PAUSE_S``
 seconds, default 30), so that a test can send a signal at that exact moment. Points:
 ``bag_closed`` (the output bag complete, in the staging folder), ``report_written``
-(everything complete, not yet moved) and ``commit`` (the first file moved into place,
-signals held back). Never set in normal use.
+(everything complete, not yet moved), ``commit`` (the first file moved into place,
+signals held back), and ``train_step`` (``pose-refiner train``, after its first step).
+Never set in normal use.
 """
 
 from __future__ import annotations

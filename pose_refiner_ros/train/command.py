@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import yaml
 
@@ -26,7 +27,10 @@ def _parse_set(items):
 
 
 def run(args) -> int:
+    from ..evaluation.all_or_nothing import sigterm_as_interrupt
     from .trainer import TrainConfig, Trainer
+
+    sigterm_as_interrupt()
 
     overrides = _parse_set(args.set)
     for key, val in (
@@ -42,7 +46,16 @@ def run(args) -> int:
     trainer = Trainer(cfg)
     if args.resume:
         trainer.resume(args.resume)
-    summary = trainer.run()
+    try:
+        summary = trainer.run()
+    except KeyboardInterrupt:
+        if trainer.rank == 0:
+            print(
+                f"train: interrupted at step {trainer.step}; checkpoint of where it was: "
+                f"{cfg.out_dir}/last.pt (continue with --resume)",
+                file=sys.stderr,
+            )
+        return 130
     if trainer.rank == 0:
         print(
             f"trained {summary['steps']} steps in {summary['wall_s']:.0f} s "

@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from ..config_dict import dataclass_from_dict
+from ..evaluation.all_or_nothing import pause_for_test, signals_held_back
 from ..net.model import CorrespondenceNet, NetConfig
 from ..refine.field import correspondences
 from ..refine.refiner import render_input, resolve_device
@@ -429,24 +430,38 @@ class Trainer:
             total=cfg.max_steps, initial=self.step, disable=not main, desc="train", unit="step"
         )
         ema: dict = {}
-        while self.step < cfg.max_steps:
-            logs = self.train_step()
-            for k, v in logs.items():
-                ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
-            if main:
+        try:
+            while self.step < cfg.max_steps:
+                logs = self.train_step()
                 for k, v in logs.items():
-                    writer.add_scalar(f"train/{k}", v, self.step)
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{ema['total']:.3f}", epe=f"{ema['epe']:.2f}px", pose=f"{ema['pose']:.3f}"
-                )
-            if main and (self.step % cfg.val_every == 0 or self.step == cfg.max_steps):
-                val = self.validate()
-                for k, v in val.items():
-                    writer.add_scalar(f"val/{k}", v, self.step)
-                bar.write(f"step {self.step}: " + ", ".join(f"{k}={v:.3f}" for k, v in val.items()))
-            if main and (self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps):
-                self.save(self.out / "last.pt", {"val": val})
+                    ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
+                if main:
+                    for k, v in logs.items():
+                        writer.add_scalar(f"train/{k}", v, self.step)
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{ema['total']:.3f}",
+                        epe=f"{ema['epe']:.2f}px",
+                        pose=f"{ema['pose']:.3f}",
+                    )
+                if main and (self.step % cfg.val_every == 0 or self.step == cfg.max_steps):
+                    val = self.validate()
+                    for k, v in val.items():
+                        writer.add_scalar(f"val/{k}", v, self.step)
+                    bar.write(
+                        f"step {self.step}: " + ", ".join(f"{k}={v:.3f}" for k, v in val.items())
+                    )
+                if main and (self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps):
+                    self.save(self.out / "last.pt", {"val": val})
+                if self.step == 1:
+                    pause_for_test("train_step")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep where it was, then stop
+            bar.close()
+            if main:
+                with signals_held_back():
+                    self.save(self.out / "last.pt", {"val": val, "interrupted": True})
+                    writer.close()
+            raise
         bar.close()
         summary = {
             "steps": self.step,

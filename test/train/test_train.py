@@ -3,6 +3,7 @@
 import json
 import os
 from pathlib import Path
+import signal
 import subprocess
 import sys
 
@@ -70,6 +71,23 @@ def test_smoke_run_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     assert blob["step"] == 3
     after = load_checkpoint(ckpt).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_signalled_run_stops_with_a_checkpoint_of_where_it_was(run_paused, tmp_path):
+    """SIGTERM stops training like Ctrl-C, and the stopped run leaves last.pt at the step
+    it reached (issue 15, item 2), although no checkpoint was due before step 1000."""
+    cfg = _config(tmp_path, ckpt_every=1000, val_every=1000)
+    out = tmp_path / "run"
+    code, _, err = run_paused(
+        ["train", "--config", cfg, "--out", out, "--max-steps", "50", "--device", "cpu"],
+        "train_step",
+        signal.SIGTERM,
+    )
+    assert code == 130 and "interrupted at step 1" in err, err
+    blob = torch.load(out / "last.pt", weights_only=True)
+    assert blob["step"] == 1 and blob["meta"]["interrupted"] is True
+    assert load_checkpoint(out / "last.pt").cfg.hidden == 16
+    assert sorted(p.name for p in out.glob("*.tmp")) == []
 
 
 def test_fine_tuning_on_user_objects(tmp_path):
