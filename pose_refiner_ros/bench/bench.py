@@ -45,6 +45,7 @@ import time
 
 import numpy as np
 
+from ..evaluation.all_or_nothing import Staging, pause_for_test, sigterm_as_interrupt
 from ..evaluation.report import json_ready
 
 __all__ = ["METHODS", "BenchConfig", "run_benchmark", "write_outputs", "add_subcommand"]
@@ -265,20 +266,46 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_outputs(record: dict, json_path, markdown_path=None, plot_path=None) -> None:
-    """Write the JSON record, and the Markdown summary and PNG plot when given paths."""
+def write_outputs(record: dict, json_path, markdown_path=None, plot_path=None,
+                  where=Path) -> None:
+    """Write the JSON record, and the Markdown summary and PNG plot when given paths;
+    each to ``where(path)`` (a :meth:`Staging.outside` stages them)."""
     from .report import markdown, write_plot
 
     json_path = Path(json_path)
-    _write_atomic(json_path, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    _write_atomic(where(json_path), json.dumps(record, indent=1, allow_nan=False) + "\n")
     if plot_path:
-        write_plot(record, Path(plot_path))
+        write_plot(record, where(Path(plot_path)))
     if markdown_path:
         md_path = Path(markdown_path)
         rel = None
         if plot_path:
             rel = os.path.relpath(Path(plot_path).resolve(), md_path.resolve().parent)
-        _write_atomic(md_path, markdown(record, plot_relpath=rel))
+        _write_atomic(where(md_path), markdown(record, plot_relpath=rel))
+
+
+def _all_or_nothing(paths: list, write) -> int | None:
+    """``write(where)`` the outputs at ``paths`` all or nothing under SIGINT and SIGTERM
+    (:mod:`..evaluation.all_or_nothing`): None once all are in place, else the exit code."""
+    paths = [Path(p) for p in paths]
+    stage = Staging(paths[0].parent, "bench", stale=tuple(
+        f".{p.name}.partial" for p in paths if p.parent == paths[0].parent))
+    try:
+        write(stage.outside)
+        pause_for_test("report_written")
+    except KeyboardInterrupt:
+        stage.abort()
+        print("bench: interrupted; nothing was written (partial outputs removed)",
+              file=sys.stderr)
+        return 130
+    except BaseException:
+        stage.abort()
+        raise
+    if stage.commit():
+        print("bench: interrupted once the output was complete; wrote "
+              + ", ".join(map(str, paths)), file=sys.stderr)
+        return 130
+    return None
 
 
 def _terminal_summary(record: dict) -> str:
@@ -355,8 +382,13 @@ def _main_tracking(args: argparse.Namespace, json_path: Path, md_path: Path) -> 
         "machine": machine_info(refiner.device),
         "tracking": section,
     })
-    _write_atomic(json_path, json.dumps(record, indent=1, allow_nan=False) + "\n")
-    _write_atomic(md_path, tracking_markdown(section))
+    def write(where):
+        _write_atomic(where(json_path), json.dumps(record, indent=1, allow_nan=False) + "\n")
+        _write_atomic(where(md_path), tracking_markdown(section))
+
+    rc = _all_or_nothing([json_path, md_path], write)
+    if rc is not None:
+        return rc
     print(tracking_markdown(section))
     print(f"bench: wrote {json_path}, {md_path}")
     return 0
@@ -383,6 +415,7 @@ def torch_threads() -> int:
 def _main(args: argparse.Namespace) -> int:
     import torch
 
+    sigterm_as_interrupt()
     if args.threads:
         torch.set_num_threads(args.threads)
     over: dict = {"seed": args.seed, "gcf_steps": args.gcf_steps, "device": args.device}
@@ -407,7 +440,10 @@ def _main(args: argparse.Namespace) -> int:
     record, rc = _guarded(run)
     if rc is not None:
         return rc
-    write_outputs(record, json_path, md, png)
+    rc = _all_or_nothing([json_path, md, png],
+                         lambda where: write_outputs(record, json_path, md, png, where))
+    if rc is not None:
+        return rc
     print(_terminal_summary(record))
     print(f"bench: wrote {json_path}, {md}, {png} in {record['meta']['elapsed_s']:.0f} s")
     return 0

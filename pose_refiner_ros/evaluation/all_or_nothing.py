@@ -8,8 +8,9 @@ whole). An interrupt before that removes the staging folder (and the output fold
 itself when this run created it and nothing else is in it): nothing appears. Partial
 files that an earlier run killed hard left behind are removed at the start.
 
-Used by ``eval-bag``, ``eval`` and ``make-bag`` (whose output folder is the bag's parent; a
-``--gt-file`` elsewhere is staged beside its target, :meth:`Staging.outside`).
+Used by ``eval-bag``, ``eval``, ``make-bag`` (its output folder: the bag's parent) and
+``bench``; a file that goes elsewhere (``make-bag --gt-file``, ``bench --markdown``) is
+staged beside its target (:meth:`Staging.outside`).
 
 Test hook: with the environment variable ``POSE_REFINER_TEST_PAUSE_AT=<point>`` the
 command prints ``paused at <point>`` on stderr and waits there (``POSE_REFINER_TEST_PAUSE_S``
@@ -106,13 +107,14 @@ class Staging:
         self._outside: dict = {}
 
     def outside(self, target: str | os.PathLike) -> Path:
-        """A staging path for a file that goes to ``target``, outside ``out_dir``: its
-        sibling ``.<name>.partial`` (a stale one removed now), moved in by :meth:`commit`
-        with the rest (or removed by :meth:`abort`)."""
+        """Where to write a file that goes to ``target``: in the staging folder when
+        ``target`` is in ``out_dir``, else its sibling ``.<stem>.partial<suffix>`` (the
+        suffix kept for writers that go by it; a stale one removed now), moved in by
+        :meth:`commit` with the rest (or removed by :meth:`abort`)."""
         target = Path(target)
         if target.parent.resolve() == self.out_dir.resolve():
             return self.path / target.name
-        staged = target.parent / f".{target.name}.partial"
+        staged = target.parent / f".{target.stem}.partial{target.suffix}"
         _remove(staged)
         self._outside[staged] = target
         return staged

@@ -8,6 +8,7 @@ the PNG, on a tiny run.
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 import torch
@@ -141,3 +142,30 @@ def test_cli_without_network(tmp_path, capsys):
     assert list(rec["methods"]) == ["initial", "flow-baseline"] and rec["scaling"] is None
     assert (tmp_path / "b.md").is_file() and (tmp_path / "b.png").is_file()
     assert "flow-baseline" in capsys.readouterr().out
+
+
+BENCH_TINY = ["--samples", "1", "--methods", "initial", "--no-scaling", "--no-progress",
+              "--device", "cpu"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_signalled_before_complete_writes_nothing(run_paused, tmp_path, sig):
+    """All or nothing (issue 15, item 2): JSON, Markdown (here in another folder) and PNG
+    complete but not moved in; a signal then leaves none of them, nor partials."""
+    (tmp_path / "md").mkdir()
+    code, _, err = run_paused(["bench", "--json", tmp_path / "out" / "b.json", "--markdown",
+                               tmp_path / "md" / "b.md", *BENCH_TINY], "report_written", sig)
+    assert code == 130 and "nothing was written" in err, err
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["md"]
+
+
+@pytest.mark.timeout(300)
+def test_cli_signalled_while_moving_in_completes_and_stale_partials_go(run_paused, tmp_path):
+    (tmp_path / ".b.json.partial").write_text("{")  # left by a run killed hard
+    (tmp_path / ".bench.partial").mkdir()
+    code, _, err = run_paused(["bench", "--json", tmp_path / "b.json", *BENCH_TINY], "commit",
+                              signal.SIGINT, pause_s=2)
+    assert code == 130 and "output was complete" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.md", "b.png"]
+    assert list(json.loads((tmp_path / "b.json").read_text())["methods"]) == ["initial"]
