@@ -364,16 +364,17 @@ def region_measure(img: torch.Tensor, in_image: torch.Tensor, mask: torch.Tensor
     p_f = foreground_probability(img, mask, in_image, cfg.bins, cfg.band_px, cfg.gap_px,
                                  hidden)
 
-    def measure(half):
+    def measure(half, snap_px):
         return line_measurements(p_f, mask, contour, half, cfg.samples, cfg.eps,
                                  cfg.min_std_px, cfg.agree_px, occluder_inv_depth,
-                                 img, cfg.edge_snap_px, cfg.edge_min_change)
+                                 img, snap_px, cfg.edge_min_change)
 
-    lines = measure(half_len_px)
+    lines = measure(half_len_px, cfg.edge_snap_px)
     if not with_score:
         return contour, lines, None
     fine = cfg.half_len_px[-1]
-    score_lines = lines if half_len_px == fine else measure(fine)
+    # The score reads the posterior's agreement only, which the snap does not change.
+    score_lines = lines if half_len_px == fine else measure(fine, 0.0)
     return contour, lines, region_score(score_lines, contour)
 
 
