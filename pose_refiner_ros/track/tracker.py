@@ -5,13 +5,16 @@ render-and-compare refinement costs hundreds of milliseconds on a CPU. The track
 the style of ICG (Stoiber et al.), moves each object from its last pose with a few
 Gauss-Newton steps over
 
-- the region modality along the contour of the object's sparse viewpoint model
-  (``refine.sparse_region``: the nearest precomputed view, lines along its normals, this
-  image's colours), with a colour model carried from frame to frame (``hist_rate``);
-- with a depth image, the depth modality (``refine.sparse_depth``: point-to-plane
-  against the measured surface),
+- the region modality along the contour of the object's sparse viewpoint model (the
+  nearest precomputed view, lines along its normals, this image's colours; the
+  refiner's render-free modality ``refine.sparse_region``), with a colour model carried
+  from frame to frame (``hist_rate``);
+- with a depth image, the depth modality (point-to-plane against the measured surface,
+  as ``refine.sparse_depth``),
 
-no rendering and no network: a few milliseconds per object on one CPU core.
+no rendering and no network. The measurements (``track.measure``) and the solve
+(``track.solve``) are written in NumPy, one object at a time: at this size torch's
+per-operation overhead was most of the cost.
 
 Each result carries the tracking **quality** (the region score of the last measurement:
 the share of the visible contour whose edge the image's colours put where the pose
@@ -35,20 +38,12 @@ from dataclasses import dataclass, field
 import time
 
 import numpy as np
-import torch
 
 from ..config_dict import dataclass_from_dict
-from ..geometry.crop import compute_crops
-from ..refine.refiner import as_image_tensor
 from ..refine.region import RegionConfig
-from ..refine.sparse_depth import sparse_depth_term
-from ..refine.sparse_region import (
-    scaled_intrinsics,
-    sparse_contour,
-    sparse_line_term,
-    sparse_lines,
-)
-from ..solver.gauss_newton import SolverConfig, gauss_newton_steps
+from ..solver.gauss_newton import SolverConfig
+from .measure import ViewArrays, match_depth, measure_lines, project_contour
+from .solve import LineResiduals, lm_steps, PlaneResiduals
 
 __all__ = ["TrackerConfig", "TrackResult", "Tracker"]
 
@@ -123,77 +118,84 @@ class Tracker:
     """Tracks a set of objects from frame to frame (module docstring).
 
     Args:
-        viewpoint_model: ``class_id -> ViewpointModel`` on the tracker's device (e.g.
-            ``Refiner.viewpoint_model``, which builds or loads the cached model).
+        viewpoint_model: ``class_id -> ViewpointModel`` (e.g.
+            ``Refiner.viewpoint_model``, which builds or loads the cached model); read
+            once per class into NumPy arrays.
         cfg: settings.
         corners: ``class_id -> (8, 3)`` bounding-box corners, object frame, metres (the
             scale of the lines, as the refiner's crops); default: the box of the
             viewpoint model's contour points.
-        device: torch device of the state.
+        device: accepted for the callers' symmetry with the refiner; the tracker runs on
+            the CPU in NumPy (``track.measure``: a few thousand samples per object,
+            where a GPU's launch overhead would exceed the work).
     """
 
     def __init__(self, viewpoint_model: Callable, cfg: TrackerConfig = TrackerConfig(),
-                 corners: Callable | None = None, device: str | torch.device = "cpu"):
+                 corners: Callable | None = None, device=None):
         self.viewpoint_model = viewpoint_model
         self.cfg = cfg
-        self.device = torch.device(device)
         self._corners = corners
+        self._arrays: dict = {}
         self._corner_cache: dict = {}
         self.class_ids: list = []
-        self.T: torch.Tensor | None = None
-        self._hist: tuple | None = None
+        self.T: np.ndarray | None = None  # (B, 4, 4) float64
+        self._hist: list = []  # per object: (hist_f, hist_b) or None
+
+    def _model(self, class_id: str) -> ViewArrays:
+        if class_id not in self._arrays:
+            self._arrays[class_id] = ViewArrays.from_model(self.viewpoint_model(class_id))
+        return self._arrays[class_id]
+
+    def _box(self, class_id: str) -> np.ndarray:
+        if class_id not in self._corner_cache:
+            if self._corners is not None:
+                c = np.array(self._corners(class_id), dtype=np.float64).reshape(-1, 3)
+            else:
+                va = self._model(class_id)
+                p = va.pts[va.valid]
+                lo, hi = p.min(0), p.max(0)
+                c = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
+            self._corner_cache[class_id] = c
+        return self._corner_cache[class_id]
 
     def reset(self, objects: Sequence[tuple]) -> None:
         """Start tracking ``(class_id, T_cam_obj (4, 4))`` pairs (forgets the colours)."""
         self.class_ids = [c for c, _ in objects]
-        self.T = (torch.as_tensor(np.stack([np.asarray(T, np.float64) for _, T in objects]),
-                                  dtype=torch.float32, device=self.device)
+        self.T = (np.stack([np.asarray(T, np.float64) for _, T in objects])
                   if objects else None)
-        self._hist = None
+        self._hist = [None] * len(self.class_ids)
         for c in self.class_ids:
-            self.viewpoint_model(c)  # built (or loaded) now, not on the first frame
+            self._model(c)  # built (or loaded) now, not on the first frame
 
     def set_pose(self, k: int, T_cam_obj: np.ndarray) -> None:
         """Replace object ``k``'s pose (after a re-registration); keeps its colours."""
-        self.T[k] = torch.as_tensor(np.asarray(T_cam_obj), dtype=torch.float32,
-                                    device=self.device)
+        self.T[k] = np.asarray(T_cam_obj, np.float64)
 
     def keep(self, indices: Sequence[int]) -> None:
         """Go on tracking only the objects ``indices`` (in this order), with their colours."""
         idx = [int(i) for i in indices]
         self.class_ids = [self.class_ids[i] for i in idx]
-        if not idx:
-            self.T, self._hist = None, None
-            return
-        sel = torch.as_tensor(idx, dtype=torch.long, device=self.device)
-        self.T = self.T[sel]
-        if self._hist is not None:
-            self._hist = tuple(h[sel] for h in self._hist)
+        self._hist = [self._hist[i] for i in idx]
+        self.T = self.T[idx] if idx else None
 
-    def _box_corners(self, ids, models) -> torch.Tensor:
-        if self._corners is not None:
-            for c in self.class_ids:
-                if c not in self._corner_cache:
-                    # A copy: the registry's arrays are read-only.
-                    self._corner_cache[c] = torch.tensor(
-                        np.array(self._corners(c), dtype=np.float32), device=self.device)
-            return torch.stack([self._corner_cache[c] for c in self.class_ids])
-        out = []
-        for c in self.class_ids:
-            if c not in self._corner_cache:
-                p = models[ids.index(c)].pts.reshape(-1, 3)
-                lo, hi = p.min(0).values, p.max(0).values
-                self._corner_cache[c] = torch.stack(torch.meshgrid(
-                    *[torch.stack([lo[i], hi[i]]) for i in range(3)], indexing="ij"),
-                    -1).reshape(8, 3).to(self.device)
-            out.append(self._corner_cache[c])
-        return torch.stack(out)
+    def _px_scale(self, class_id: str, T: np.ndarray, K: np.ndarray) -> float:
+        """Image pixels per crop pixel: the refiner's zoom-in window at ``T``
+        (``geometry.crop.compute_crops``: the projected box's larger side times the
+        margin, at least 8 pixels) over ``crop_size``."""
+        pc = self._box(class_id) @ T[:3, :3].T + T[:3, 3]
+        front = pc[:, 2] > 1e-3
+        if not front.any():
+            side = 2.0 * max(K[0, 2], K[1, 2]) + 1.0
+        else:
+            uv = pc[front, :2] / pc[front, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
+            side = float((uv.max(0) - uv.min(0)).max()) * self.cfg.crop_margin
+        return max(side, 8.0) / self.cfg.crop_size
 
     def step(self, image, K, depth_m=None) -> list[TrackResult]:
         """Track every object into this frame.
 
         Args:
-            image: (H, W, 3) RGB, uint8 or float in [0, 1] (numpy or torch).
+            image: (H, W, 3) RGB, uint8 or float in [0, 1] (numpy, or torch on the CPU).
             K: (3, 3) intrinsics, pixels.
             depth_m: optional (H, W) registered depth, metres, 0 = none.
         """
@@ -201,60 +203,73 @@ class Tracker:
             return []
         t0 = time.perf_counter()
         cfg = self.cfg
-        B = len(self.class_ids)
-        H, W = np.shape(image)[:2]
-        Kt = torch.as_tensor(np.asarray(K, np.float64), dtype=torch.float32,
-                             device=self.device)[None].expand(B, 3, 3)
-        ids = list(dict.fromkeys(self.class_ids))
-        models = [self.viewpoint_model(c) for c in ids]
-        midx = torch.tensor([ids.index(c) for c in self.class_ids], device=self.device)
-        crop = compute_crops(Kt, self.T, self._box_corners(ids, models), cfg.crop_size,
-                             cfg.crop_margin)
-        px_scale = (crop.box_xyxy[:, 2] - crop.box_xyxy[:, 0]) / cfg.crop_size
+        image = np.asarray(image)
+        K = np.asarray(K, np.float64)
+        H, W = image.shape[:2]
+        scales = [self._px_scale(c, T, K) for c, T in zip(self.class_ids, self.T, strict=True)]
         # Only the image around the objects is read: the union of their windows, grown by
-        # the longest line and band. Converting the whole frame to float cost more than
-        # the measurements (1.5 of 11 ms per 640x480 frame).
-        reach = (max(cfg.schedule) + cfg.region.band_px) * px_scale[:, None]
-        box = torch.cat([crop.box_xyxy[:, :2] - reach, crop.box_xyxy[:, 2:] + reach], -1)
-        x0, y0 = (int(max(0, min(np.floor(box[:, i].min().item()), s - 1)))
-                  for i, s in ((0, W), (1, H)))
-        x1, y1 = (int(min(s, max(np.ceil(box[:, i].max().item()) + 1, x0 + 1)))
-                  for i, s in ((2, W), (3, H)))
-        img = as_image_tensor(image[y0:y1, x0:x1], self.device)
-        K_roi = Kt.clone()
-        K_roi[:, 0, 2] -= x0
-        K_roi[:, 1, 2] -= y0
+        # the longest line and band (converting a whole 640x480 frame to float costs
+        # more than an object's measurements).
+        lo, hi = np.array([W, H], float), np.zeros(2)
+        for c, T, sc in zip(self.class_ids, self.T, scales, strict=True):
+            pc = self._box(c) @ T[:3, :3].T + T[:3, 3]
+            pc = pc[pc[:, 2] > 1e-3]
+            if not len(pc):
+                lo, hi = np.zeros(2), np.array([W, H], float)
+                continue
+            uv = pc[:, :2] / pc[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
+            reach = (max(cfg.schedule) + cfg.region.band_px) * sc + 0.5 * (
+                cfg.crop_margin * (uv.max(0) - uv.min(0)).max())
+            ctr = 0.5 * (uv.max(0) + uv.min(0))
+            lo, hi = np.minimum(lo, ctr - reach), np.maximum(hi, ctr + reach)
+        x0, y0 = (int(np.clip(np.floor(lo[i]), 0, s - 1)) for i, s in ((0, W), (1, H)))
+        x1, y1 = (int(np.clip(np.ceil(hi[i]) + 1, v + 1, s))
+                  for i, s, v in ((0, W, x0), (1, H, y0)))
+        roi = image[y0:y1, x0:x1]
+        img = roi.astype(np.float32) / 255.0 if roi.dtype == np.uint8 else roi.astype(np.float32)
+        K_roi = K.copy()
+        K_roi[0, 2] -= x0
+        K_roi[1, 2] -= y0
         depth = None
         if depth_m is not None:
-            depth = torch.as_tensor(np.asarray(depth_m[y0:y1, x0:x1], np.float32),
-                                    device=self.device)
-            depth = torch.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)[None, None]
-        Kt = K_roi
-        K_s = scaled_intrinsics(Kt, px_scale)
-        T = self.T
-        hist, new_hist, quality = self._hist, None, None
+            depth = np.nan_to_num(np.asarray(depth_m[y0:y1, x0:x1], np.float64),
+                                  nan=0.0, posinf=0.0, neginf=0.0)
+        results = []
+        for k, c in enumerate(self.class_ids):
+            T, q, hist = self._track_one(c, self.T[k], self._hist[k], img, K_roi, scales[k],
+                                         depth)
+            self.T[k], self._hist[k] = T, hist
+            results.append((c, T.copy(), q))
+        ms = 1e3 * (time.perf_counter() - t0) / len(self.class_ids)
+        return [TrackResult(c, T, q, bool(q < cfg.lost_below) or not np.all(np.isfinite(T)),
+                            {"total": ms}) for c, T, q in results]
+
+    def _track_one(self, class_id, T, hist, img, K, px_scale, depth):
+        """One object's measurements and steps; returns ``(T, quality, hist)``, ``hist``
+        being this frame's colours at the frame's starting pose (the colour model
+        follows the object)."""
+        cfg, rc = self.cfg, self.cfg.region
+        va = self._model(class_id)
+        K_s = K.copy()
+        K_s[:2] /= px_scale
+        new_hist, quality = None, 0.0
         for half in cfg.schedule:
-            contour = sparse_contour(models, midx, T, K_s)
-            lines = sparse_lines(img, contour, px_scale, cfg.region, half, None, hist,
-                                 cfg.hist_rate if hist is not None else 1.0)
-            if new_hist is None:  # the colours at the frame's starting pose
+            contour = project_contour(va, T, K_s)
+            lines = measure_lines(img, contour, px_scale, rc, half, hist,
+                                  cfg.hist_rate if hist is not None else 1.0)
+            if new_hist is None:
                 new_hist = (lines.hist_f, lines.hist_b)
-            terms = [sparse_line_term(contour, lines, K_s, cfg.region, half,
-                                      cfg.solver.min_depth_m)]
+            floor = max(rc.min_std_px, rc.std_fraction * half)
+            w = lines.seen * (floor**2 / np.maximum(lines.var_px2, floor**2))
+            terms = [LineResiduals(contour.pts_obj,
+                                   contour.uv + lines.mean_px[:, None] * contour.normal,
+                                   contour.normal, w * max(rc.weight, 1e-6), K_s,
+                                   max(rc.huber_px, floor), cfg.solver.min_depth_m)]
             if depth is not None and cfg.depth_weight > 0:
-                gate = torch.full((B,), cfg.depth_gate_m, device=self.device)
-                terms.append(sparse_depth_term(models, midx, contour.view, T, depth, Kt, K_s,
-                                               gate, cfg.depth_weight,
-                                               min_depth_m=cfg.solver.min_depth_m))
-            T = gauss_newton_steps(T, terms, cfg.lm_iterations,
-                                   max_step_rad=cfg.solver.max_step_rad)
+                p, n, X = match_depth(va, contour.view, T, depth, K, cfg.depth_gate_m,
+                                      cfg.solver.min_depth_m)
+                terms.append(PlaneResiduals(p, n, X, np.full(len(p), cfg.depth_weight), K_s,
+                                            4.0, cfg.solver.min_depth_m))
+            T = lm_steps(T, terms, cfg.lm_iterations, max_step_rad=cfg.solver.max_step_rad)
             quality = lines.score
-        # The colour model follows the object: this frame's colours at the tracked pose.
-        self._hist = new_hist
-        self.T = T
-        ms = 1e3 * (time.perf_counter() - t0) / B
-        Tn = T.double().cpu().numpy()
-        q = quality.float().cpu().numpy()
-        return [TrackResult(c, Tn[k], float(q[k]), bool(q[k] < cfg.lost_below) or
-                            not np.all(np.isfinite(Tn[k])), {"total": ms})
-                for k, c in enumerate(self.class_ids)]
+        return T, quality, new_hist

@@ -1,0 +1,162 @@
+"""One object's Levenberg-Marquardt steps over contour lines and depth planes, in NumPy.
+
+The tracker's solve: the same residuals, Jacobians, Huber weighting, step acceptance and
+retraction as ``solver.terms.LineTerm`` / ``PlaneTerm`` with
+``solver.gauss_newton.gauss_newton_steps``, for one object (6x6 normal equations), in
+NumPy because torch's per-operation overhead dominates at this size (see
+``track.measure``). ``test/track/test_measure.py`` checks the two against each other.
+
+Conventions (as ``solver.terms``): poses ``T_cam_obj`` (4, 4); updates are left twists
+``xi = (v, w)`` in the camera frame, ``T <- exp(xi) T``; residuals are in pixels of the
+scaled image ``K_s`` describes (metres times ``f / Z`` for the plane residuals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LineResiduals", "PlaneResiduals", "lm_steps"]
+
+
+def _hat(v: np.ndarray) -> np.ndarray:
+    """(..., 3) -> (..., 3, 3) skew-symmetric matrices, ``hat(a) @ b = a x b``."""
+    z = np.zeros(v.shape[:-1])
+    x, y, w = v[..., 0], v[..., 1], v[..., 2]
+    return np.stack([np.stack([z, -w, y], -1), np.stack([w, z, -x], -1),
+                     np.stack([-y, x, z], -1)], -2)
+
+
+@dataclass(frozen=True)
+class LineResiduals:
+    """Point-to-line residuals ``n . (pi(T p) - target)`` (``solver.terms.LineTerm``).
+
+    Attributes:
+        pts_obj: (N, 3) object points, metres; target: (N, 2) a point of each line and
+        normal: (N, 2) its unit direction, scaled pixels; weight: (N,) including the
+        term's scale; K_s: (3, 3); huber: threshold, pixels; min_depth_m: nearer points
+        are behind.
+    """
+
+    pts_obj: np.ndarray
+    target: np.ndarray
+    normal: np.ndarray
+    weight: np.ndarray
+    K_s: np.ndarray
+    huber: float
+    min_depth_m: float = 1e-3
+
+    def evaluate(self, T: np.ndarray, jacobian: bool = True):
+        """``(r (N,), J (N, 6) or None, front (N,) bool)`` at ``T``."""
+        pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
+        front = pc[:, 2] > self.min_depth_m
+        pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+        fx, fy = self.K_s[0, 0], self.K_s[1, 1]
+        iz = 1.0 / pc[:, 2]
+        u = fx * pc[:, 0] * iz + self.K_s[0, 2]
+        v = fy * pc[:, 1] * iz + self.K_s[1, 2]
+        nx, ny = self.normal[:, 0], self.normal[:, 1]
+        r = nx * (u - self.target[:, 0]) + ny * (v - self.target[:, 1])
+        if not jacobian:
+            return r, None, front
+        # n^T d(uv)/d(p_cam), then d(p_cam)/d(xi) = [I | -hat(p_cam)]: [a, p_cam x a].
+        a = np.stack([nx * fx * iz, ny * fy * iz,
+                      -(nx * fx * pc[:, 0] + ny * fy * pc[:, 1]) * iz * iz], -1)
+        return r, np.concatenate([a, np.cross(pc, a)], 1), front
+
+
+@dataclass(frozen=True)
+class PlaneResiduals:
+    """Point-to-plane residuals ``n . (T p - X) f / Z`` (``solver.terms.PlaneTerm``),
+    the normal ``n`` (object frame, rotated by ``T``) held fixed in the Jacobian.
+
+    Attributes:
+        pts_obj, normals_obj, X_cam: (N, 3) object points, their normals, the measured
+        surface points (camera frame, metres); weight: (N,); K_s: (3, 3) the image the
+        pixel equivalents refer to; huber: threshold; min_depth_m: as above.
+    """
+
+    pts_obj: np.ndarray
+    normals_obj: np.ndarray
+    X_cam: np.ndarray
+    weight: np.ndarray
+    K_s: np.ndarray
+    huber: float
+    min_depth_m: float = 1e-3
+
+    def evaluate(self, T: np.ndarray, jacobian: bool = True):
+        pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
+        front = pc[:, 2] > self.min_depth_m
+        pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+        f_over_z = 0.5 * (self.K_s[0, 0] + self.K_s[1, 1]) / pc[:, 2]
+        n = self.normals_obj @ T[:3, :3].T
+        r = ((pc - self.X_cam) * n).sum(-1) * f_over_z
+        if not jacobian:
+            return r, None, front
+        return r, np.concatenate([n, np.cross(pc, n)], 1) * f_over_z[:, None], front
+
+
+def _huber(x: np.ndarray, delta: float) -> np.ndarray:
+    return np.where(x <= delta, 0.5 * x * x, delta * (x - 0.5 * delta))
+
+
+def _cost(T: np.ndarray, terms) -> float:
+    """Weighted robust cost normalised by the total weight (a point behind the camera
+    costs the Huber value of four thresholds, as ``solver.gauss_newton``)."""
+    cost = wsum = 0.0
+    for t in terms:
+        r, _, front = t.evaluate(T, jacobian=False)
+        rob = np.where(front, _huber(np.abs(r), t.huber), 3.5 * t.huber**2)
+        cost += float(t.weight @ rob)
+        wsum += float(t.weight.sum())
+    return cost / max(wsum, 1e-9)
+
+
+def _retract(xi: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """``T`` moved by the left twist ``xi`` (6,) to first order, as
+    ``solver.gauss_newton._retract``: ``R <- Rodrigues(w) R``, ``t <- Rodrigues(w) t + v``."""
+    w = xi[3:]
+    th2 = float(w @ w)
+    if th2 < 1e-4:
+        a, b = 1.0 - th2 / 6.0, 0.5 - th2 / 24.0
+    else:
+        th = np.sqrt(th2)
+        a, b = np.sin(th) / th, (1.0 - np.cos(th)) / th2
+    W = _hat(w)
+    R = np.eye(3) + a * W + b * (W @ W)
+    out = np.eye(4)
+    out[:3, :3] = R @ T[:3, :3]
+    out[:3, 3] = R @ T[:3, 3] + xi[:3]
+    return out
+
+
+def lm_steps(T: np.ndarray, terms, iterations: int = 1, damping: float = 1e-3,
+             max_step_rad: float = 0.5) -> np.ndarray:
+    """Levenberg-Marquardt steps from ``T`` (4, 4) over ``terms``: each solves
+    ``(H + lambda diag(H)) xi = -g`` (Huber IRLS), clips the rotation to
+    ``max_step_rad``, and is taken only if it does not raise the robust cost (else the
+    damping grows tenfold); returns the new (4, 4) pose."""
+    lam = damping
+    cost = _cost(T, terms)
+    for _ in range(iterations):
+        H, g = np.zeros((6, 6)), np.zeros(6)
+        for t in terms:
+            r, J, front = t.evaluate(T)
+            ar = np.abs(r)
+            w = t.weight * front * np.where(ar <= t.huber, 1.0, t.huber / np.maximum(ar, 1e-12))
+            Jw = J * w[:, None]
+            H += Jw.T @ J
+            g += Jw.T @ r
+        diag = np.diag(H)
+        A = H + lam * np.diag(diag) + 1e-9 * (diag.mean() + 1.0) * np.eye(6)
+        xi = -np.linalg.solve(A, g)
+        ang = np.linalg.norm(xi[3:])
+        xi = xi * min(1.0, max_step_rad / max(ang, 1e-12))
+        T_new = _retract(xi, T)
+        cost_new = _cost(T_new, terms)
+        if cost_new <= cost * (1 + 1e-6) + 1e-12:
+            T, cost, lam = T_new, cost_new, max(lam * 0.3, 1e-6)
+        else:
+            lam = min(lam * 10.0, 1e6)
+    return T

@@ -1,0 +1,126 @@
+"""The tracker's NumPy measurements and solve (``track.measure``, ``track.solve``) are the
+refiner's torch modality (``refine.sparse_region``, ``refine.sparse_depth``,
+``solver.gauss_newton``) written again for speed: on the same frame and pose they must
+give the same contour, line measurements, depth matches and Gauss-Newton step."""
+
+import numpy as np
+import pytest
+import torch
+
+from pose_refiner_ros.data.perturb import perturb_pose
+from pose_refiner_ros.data.procedural import procedural_models
+from pose_refiner_ros.data.sequences import MotionConfig, generate_sequence
+from pose_refiner_ros.refine.region import RegionConfig
+from pose_refiner_ros.refine.sparse_depth import sparse_depth_term
+from pose_refiner_ros.refine.sparse_region import (
+    scaled_intrinsics,
+    sparse_contour,
+    sparse_line_term,
+    sparse_lines,
+)
+from pose_refiner_ros.refine.viewpoint_model import build_viewpoint_model
+from pose_refiner_ros.render.base import RenderMesh, make_renderer
+from pose_refiner_ros.solver.gauss_newton import gauss_newton_steps
+from pose_refiner_ros.track.measure import (
+    ViewArrays,
+    match_depth,
+    measure_lines,
+    project_contour,
+    sample_bilinear,
+)
+from pose_refiner_ros.track.solve import LineResiduals, lm_steps, PlaneResiduals
+
+SCALE = 1.7  # image pixels per scaled pixel
+CFG = RegionConfig()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    models = procedural_models("bench", 4, seed=0)
+    cfg = MotionConfig(n_frames=2, objects=1, occluder=False, width=200, height=160)
+    frame = next(iter(generate_sequence(models, np.random.default_rng(3), cfg)))
+    cid, T_gt, _ = frame.objects[0]
+    model = next(m for m in models if m.class_id == cid)
+    vm = build_viewpoint_model(make_renderer("torch"), RenderMesh.from_object(model),
+                               model.diameter_m, points=120, subdivisions=2, size_px=128)
+    T = perturb_pose(T_gt[None], np.random.default_rng(5), sigma_r_deg=6.0,
+                     sigma_t_m=(0.005, 0.005, 0.01))[0]
+    return vm, frame.image_rgb, frame.depth_m, frame.K, T
+
+
+def _torch(x):
+    return torch.as_tensor(np.asarray(x), dtype=torch.float64)
+
+
+def _torch_setup(vm, K, T):
+    vm64 = type(vm)(*(getattr(vm, k).double() if getattr(vm, k).is_floating_point()
+                      else getattr(vm, k) for k in vm.__dataclass_fields__))
+    K_s = scaled_intrinsics(_torch(K)[None], _torch([SCALE]))
+    contour = sparse_contour([vm64], torch.zeros(1, dtype=torch.long), _torch(T)[None], K_s)
+    return vm64, K_s, contour
+
+
+def test_bilinear_samples_match_grid_sample():
+    rng = np.random.default_rng(0)
+    img = rng.random((30, 40, 3)).astype(np.float32)
+    pos = rng.uniform(-3, 43, (7, 9, 2))
+    ours, inside = sample_bilinear(img, pos)
+    grid = (_torch(pos) + 0.5) / _torch([40, 30]) * 2 - 1
+    ref = torch.nn.functional.grid_sample(_torch(img).permute(2, 0, 1)[None], grid[None],
+                                          padding_mode="border", align_corners=False)
+    np.testing.assert_allclose(ours, ref[0].permute(1, 2, 0).numpy(), atol=1e-4)
+    np.testing.assert_array_equal(inside, (grid.abs() <= 1).all(-1).numpy())
+
+
+def test_contour_and_lines_match_the_torch_modality(scene):
+    vm, img, _, K, T = scene
+    va = ViewArrays.from_model(vm)
+    K_s = K.copy()
+    K_s[:2] /= SCALE
+    ours = project_contour(va, T, K_s)
+    _, _, ref = _torch_setup(vm, K, T)
+    keep = ref.valid[0].numpy()
+    assert ours.view == int(ref.view[0])
+    np.testing.assert_allclose(ours.uv, ref.uv[0].numpy()[keep], atol=1e-9)
+    np.testing.assert_allclose(ours.normal, ref.normal[0].numpy()[keep], atol=1e-9)
+    np.testing.assert_allclose(ours.fg_px, ref.fg_px[0].numpy()[keep], atol=1e-9)
+
+    rgb = img.astype(np.float32) / 255.0
+    for half in (12.0, 6.0):
+        lines = measure_lines(rgb, ours, SCALE, CFG, half)
+        ref_l = sparse_lines(_torch(rgb).permute(2, 0, 1)[None], ref, _torch([SCALE]), CFG,
+                             half)
+        seen = ref_l.seen[0].numpy()[keep]
+        np.testing.assert_array_equal(lines.seen, seen)
+        assert seen.sum() > 50
+        # Interpolation differs in float rounding only (OpenCV against torch).
+        np.testing.assert_allclose(lines.mean_px, ref_l.mean_px[0].numpy()[keep], atol=2e-3)
+        np.testing.assert_allclose(lines.var_px2[seen], ref_l.var_px2[0].numpy()[keep][seen],
+                                   rtol=1e-3)
+        np.testing.assert_allclose(lines.score, float(ref_l.score[0]), atol=1e-4)
+
+
+def test_gauss_newton_step_matches_the_torch_solver(scene):
+    vm, img, depth, K, T = scene
+    va = ViewArrays.from_model(vm)
+    K_s = K.copy()
+    K_s[:2] /= SCALE
+    rgb = img.astype(np.float32) / 255.0
+    c = project_contour(va, T, K_s)
+    lines = measure_lines(rgb, c, SCALE, CFG, 8.0)
+    w = lines.seen * (CFG.min_std_px**2 / np.maximum(lines.var_px2, CFG.min_std_px**2))
+    target = c.uv + lines.mean_px[:, None] * c.normal
+    p, n, X = match_depth(va, c.view, T, depth, K, 0.03)
+    assert len(p) > 20
+    ours = lm_steps(T, [LineResiduals(c.pts_obj, target, c.normal, w, K_s, CFG.huber_px),
+                        PlaneResiduals(p, n, X, np.ones(len(p)), K_s, 4.0)], iterations=3)
+
+    vm64, K_s_t, ref_c = _torch_setup(vm, K, T)
+    ref_l = sparse_lines(_torch(rgb).permute(2, 0, 1)[None], ref_c, _torch([SCALE]), CFG, 8.0)
+    terms = [sparse_line_term(ref_c, ref_l, K_s_t, CFG, 8.0),
+             sparse_depth_term([vm64], torch.zeros(1, dtype=torch.long), ref_c.view,
+                               _torch(T)[None], _torch(depth)[None, None], _torch(K)[None],
+                               K_s_t, _torch([0.03]))]
+    ref = gauss_newton_steps(_torch(T)[None], terms, 3)[0].numpy()
+    assert np.abs(ours - T).max() > 1e-4  # the step moved the pose
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
