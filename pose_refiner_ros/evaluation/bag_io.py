@@ -35,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "IMAGE",
+    "COMPRESSED_IMAGE",
     "CAMERA_INFO",
     "DETECTIONS",
     "POSE_STAMPED",
@@ -47,6 +48,7 @@ __all__ = [
     "stamp_to_ns",
     "ns_to_stamp",
     "image_msg",
+    "compressed_image_msg",
     "camera_info_msg",
     "matrix_to_pose",
     "DetectionOut",
@@ -56,6 +58,7 @@ __all__ = [
 ]
 
 IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 DETECTIONS = "vision_msgs/msg/Detection3DArray"
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
@@ -358,8 +361,9 @@ def find_topic(bag: BagReader, msgtype: str | Sequence[str], role: str,
     With ``override`` that topic is checked and returned. Otherwise, among the topics of
     that type, the one whose name fits the role best (``_ROLE_HINTS``; e.g. a depth image
     has "depth" in its name), preferring, with ``near``, topics in the same namespace as
-    that topic (the ``camera_info`` beside an image). A tie is an error that lists the
-    candidates and the option to choose.
+    that topic (the ``camera_info`` beside an image), then the type named first in
+    ``msgtype`` (a raw image before its ``/compressed`` twin). A tie is an error that
+    lists the candidates and the option to choose.
 
     Args:
         bag: an open bag.
@@ -408,7 +412,7 @@ def find_topic(bag: BagReader, msgtype: str | Sequence[str], role: str,
         if near:
             ns_match = len(os.path.commonprefix([t.rsplit("/", 1)[0] + "/",
                                                   near.rsplit("/", 1)[0] + "/"]))
-        return (_score(t, role), ns_match)
+        return (_score(t, role), ns_match, -types.index(topics[t]))
 
     ranked = sorted(candidates, key=key, reverse=True)
     if len(ranked) > 1 and key(ranked[0]) == key(ranked[1]):
@@ -459,6 +463,16 @@ def image_msg(array: np.ndarray, encoding: str, t_ns: int, frame_id: str):
     return typestore().types[IMAGE](
         header=_header(t_ns, frame_id), height=h, width=w, encoding=encoding, is_bigendian=0,
         step=w * channels * data.itemsize, data=data.reshape(-1).view(np.uint8))
+
+
+def compressed_image_msg(image_rgb: np.ndarray, compression: str, t_ns: int, frame_id: str):
+    """A ``sensor_msgs/CompressedImage`` of ``(H, W, 3)`` uint8 RGB, JPEG or PNG, as
+    image_transport's ``compressed`` plugin writes it (``pose_refiner_ros.ros.compressed``)."""
+    from ..ros.compressed import encode_rgb
+
+    fmt, data = encode_rgb(image_rgb, compression)
+    return typestore().types[COMPRESSED_IMAGE](
+        header=_header(t_ns, frame_id), format=fmt, data=np.frombuffer(data, np.uint8).copy())
 
 
 def camera_info_msg(K: np.ndarray, width: int, height: int, t_ns: int, frame_id: str):

@@ -88,7 +88,7 @@ def resolve_topics(bag: B.BagReader, image: str | None = None, camera_info: str 
         BagError: a topic is missing or ambiguous; the message lists the bag's topics and
             the option that names the topic.
     """
-    img = B.find_topic(bag, B.IMAGE, "image", image)
+    img = B.find_topic(bag, (B.IMAGE, B.COMPRESSED_IMAGE), "image", image)
     info = B.find_topic(bag, B.CAMERA_INFO, "camera_info", camera_info, near=img)
     gt = None
     if ground_truth or find_ground_truth:
@@ -307,38 +307,16 @@ class _Run:
 
     # one frame ---------------------------------------------------------------------------
     def inputs(self, frame, camera):
-        """Rectified RGB, K, size and depth of a frame (the node's ``_frame_inputs``)."""
-        conv, ev = self.conv, self.ev
-        msg = frame.image[0]
-        if camera is None:
-            ev.count("rejected_no_camera_info")
-            return None
-        cam = camera[1]
-        if msg.height == 0 or msg.width == 0 or len(msg.data) == 0:
-            ev.count("rejected_empty_image")
-            return None
-        if msg.encoding not in conv.COLOR_ENCODINGS:
-            ev.count("rejected_bad_encoding")
-            return None
-        if (msg.height, msg.width) != (cam.height, cam.width):
-            ev.count("rejected_size_mismatch")
-            return None
-        try:
-            image = cam.rectify(conv.image_to_rgb(msg))
-        except ValueError:
-            ev.count("rejected_bad_image")
-            return None
-        depth = None
-        if frame.depth is not None:
-            try:
-                depth = conv.depth_to_m(frame.depth[0])
-                if depth.shape != image.shape[:2]:
-                    raise ValueError("depth size")
-                depth = cam.rectify(depth, interpolation="nearest")
-            except ValueError:
-                ev.count("rejected_bad_depth")
-                depth = None
-        return image, cam, depth
+        """Rectified RGB, camera model and depth of a frame, checked as the node checks
+        them (``ros.frame_inputs``), or None when it is skipped (counted)."""
+        from ..ros.frame_inputs import frame_images
+
+        cam = camera[1] if camera is not None else None
+        images, rejections = frame_images(
+            frame.image[0], frame.depth[0] if frame.depth is not None else None, cam)
+        for r in rejections:
+            self.ev.count(f"rejected_{r.reason}")
+        return None if images is None else (images.image_rgb, cam, images.depth_m)
 
     def process(self, frame, camera, gt) -> None:
         from .report import ObjectResult, evaluate_object, match_ground_truth

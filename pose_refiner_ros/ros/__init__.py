@@ -1,6 +1,8 @@
 """The thin ROS 2 layer: the only sub-package that imports rclpy or message packages.
 
 - ``conversions``  messages <-> core types (readers import no ROS, so bags read the same)
+- ``compressed``   image_transport's compressed images (JPEG, PNG) read and written
+- ``frame_inputs`` a frame's images checked and made ready for the refiner (node and eval-bag)
 - ``params``       the node's parameters, declared and validated in one place
 - ``sync``         stamp matching and the newest-wins hand-over to the worker (pure Python)
 - ``diagnostics``  the node's counters and their DiagnosticArray

@@ -1,7 +1,8 @@
 """``refiner_node``: the ROS 2 node that refines coarse 6D object poses.
 
 A thin layer over :class:`~pose_refiner_ros.refine.refiner.Refiner`: it converts
-messages (``ros.conversions``), matches inputs by stamp (``ros.sync``), refines on a
+messages (``ros.conversions``; the colour image raw or compressed, checked by
+``ros.frame_inputs``), matches inputs by stamp (``ros.sync``), refines on a
 worker thread, publishes, and counts everything (``ros.diagnostics``). The interface
 (topics, QoS, parameters, TF names) is tabulated in the README, "ROS interface".
 
@@ -42,7 +43,6 @@ import traceback
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, PoseStamped
-import numpy as np
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -51,12 +51,14 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 
 from . import conversions as conv
+from .compressed import compressed_topic
 from .diagnostics import NodeStats, to_diagnostic_array
+from .frame_inputs import frame_images
 from .params import NodeParams, declare, refiner_from_params, resolve_path, validate
 from .stamps import StampGuard, StampsMixin
 from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, stamp_to_ns
@@ -164,7 +166,14 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             self.pub_tf = self.create_publisher(TFMessage, "/tf", TF_QOS)
 
         # subscriptions
-        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+        if p.image_transport == "compressed":  # image_transport's name for it
+            self._image_topic = compressed_topic(self)
+            self.create_subscription(
+                CompressedImage, self._image_topic, self._on_image, qos_profile_sensor_data
+            )
+        else:
+            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+            self._image_topic = self.resolve_topic_name("image")
         self.create_subscription(
             CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data
         )
@@ -185,6 +194,7 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             f"{len(self.registry.class_ids)} object(s) "
             f"from {self._objects_file}"
             + (f", model {self._model_file}" if self._model_file else "")
+            + f"; image {self._image_topic} ({p.image_transport})"
             + f"; tracking {'on' if p.tracking else 'off'}, depth {'on' if p.use_depth else 'off'}"
         )
 
@@ -420,57 +430,15 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
         self.refiner = Refiner(self.registry, cfg, self.refiner.net)
 
     def _frame_inputs(self, image_item, depth_item):
-        """Image (rectified RGB), K and depth of a frame, or None when it must be skipped."""
-        msg, _ = image_item
-        if self._camera is None:
-            self._reject(
-                "no_camera_info",
-                "no valid camera_info received yet; publish the camera's "
-                "CameraInfo on 'camera_info'",
-            )
-            return None
-        cam = self._camera[1]
-        if msg.height == 0 or msg.width == 0 or len(msg.data) == 0:
-            self._reject(
-                "empty_image", f"image {msg.width}x{msg.height} with {len(msg.data)} bytes"
-            )
-            return None
-        if msg.encoding not in conv.COLOR_ENCODINGS:
-            self._reject(
-                "bad_encoding",
-                f"image encoding {msg.encoding!r} is not supported; expected one "
-                f"of {sorted(conv.COLOR_ENCODINGS)}",
-            )
-            return None
-        if (msg.height, msg.width) != (cam.height, cam.width):
-            self._reject(
-                "size_mismatch",
-                f"image is {msg.width}x{msg.height} but camera_info describes "
-                f"{cam.width}x{cam.height} (after binning and ROI)",
-            )
-            return None
-        try:
-            image = conv.image_to_rgb(msg)
-        except ValueError as e:
-            self._reject("bad_image", str(e))
-            return None
-        image = cam.rectify(image)
-        depth = None
-        if depth_item is not None:
-            dmsg = depth_item[0]
-            try:
-                depth = conv.depth_to_m(dmsg)
-                if depth.shape != image.shape[:2]:
-                    raise ValueError(
-                        f"depth is {depth.shape[1]}x{depth.shape[0]}, the image "
-                        f"{image.shape[1]}x{image.shape[0]}; depth must be registered to "
-                        "the colour image"
-                    )
-                depth = cam.rectify(depth, interpolation="nearest")
-            except ValueError as e:
-                self._reject("bad_depth", f"{e}; refining this frame without depth")
-                depth = None
-        return image, np.array(cam.K), depth  # a writable copy (torch warns on read-only)
+        """Image (rectified RGB), K and depth of a frame (``ros.frame_inputs``), or None
+        when it must be skipped; every problem is rejected and counted."""
+        cam = self._camera[1] if self._camera is not None else None
+        images, rejections = frame_images(
+            image_item[0], depth_item[0] if depth_item is not None else None, cam
+        )
+        for r in rejections:
+            self._reject(r.reason, r.message)
+        return None if images is None else (images.image_rgb, images.K_px, images.depth_m)
 
     def _coarse_objects(self, item, frame_id: str):
         """Coarse objects of a detections item (Detection3DArray or PoseStamped)."""

@@ -18,10 +18,20 @@ _TYPE_WORDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a 
 
 
 def one_of(*choices: str) -> Callable[[Any], str | None]:
+    """A check that accepts ``choices`` only; they are kept as ``check.choices`` (the
+    README's table lists them)."""
     def check(v):
         return None if v in choices else f"expected one of {list(choices)}, got {v!r}"
 
+    check.choices = choices
     return check
+
+
+def values_text(check) -> str | None:
+    """The allowed values of a :func:`one_of` check as the README writes them
+    (`` `a`, `b` ``), or None for another check."""
+    choices = getattr(check, "choices", None)
+    return ", ".join(f"`{c}`" for c in choices) if choices else None
 
 
 def device(v):

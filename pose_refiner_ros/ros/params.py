@@ -126,6 +126,15 @@ PARAMS: tuple[ParamSpec, ...] = (
         "frames then wait for a depth image with the image's stamp",
         read_only=True,
     ),
+    ParamSpec(
+        "image_transport",
+        "raw",
+        "how the colour image arrives: 'raw' (sensor_msgs/Image on 'image') or "
+        "'compressed' (sensor_msgs/CompressedImage, JPEG or PNG, on '<image>/compressed', "
+        "image_transport's name: the 'image' topic after remapping, plus '/compressed')",
+        read_only=True,
+        check=checks.one_of("raw", "compressed"),
+    ),
     ParamSpec("publish_tf", True, "broadcast one TF frame per refined object"),
     ParamSpec(
         "tf_prefix",
@@ -211,6 +220,7 @@ class NodeParams:
     low_confidence_action: str
     target_class_id: str
     use_depth: bool
+    image_transport: str
     publish_tf: bool
     tf_prefix: str
     sync_tolerance_s: float

@@ -354,6 +354,62 @@ def test_eval_bag_with_depth(made_bag, procedural, flow_refiner, tmp_path):
     assert {o["mode"] for o in report["objects"]} == {"rgbd"}
 
 
+def _compressed_copy(src: Path, dst: Path, compression: str, keep_raw: bool = False) -> str:
+    """``src`` with its colour image as ``<image>/compressed`` (as image_transport
+    records it); the raw image is left out unless ``keep_raw``. Returns that topic."""
+    from pose_refiner_ros.evaluation.make_bag import TOPICS
+
+    image, topic = TOPICS["image"], TOPICS["image"] + "/compressed"
+    with B.BagReader(src) as bag, B.BagWriter(dst, bag.storage) as w:
+        for conn in bag.connections:
+            if conn.topic != image or keep_raw:
+                w.add_topic(conn.topic, conn.msgtype, like=conn)
+        w.add_topic(topic, B.COMPRESSED_IMAGE)
+        for conn, t_ns, raw in bag.raw_messages():
+            if conn.topic == image:
+                msg = bag.deserialize(raw, conn.msgtype)
+                w.write(topic, t_ns, B.compressed_image_msg(
+                    conv.image_to_rgb(msg), compression, B.stamp_to_ns(msg.header.stamp),
+                    msg.header.frame_id))
+                if not keep_raw:
+                    continue
+            w.write_raw(conn.topic, t_ns, raw)
+    return topic
+
+
+def test_eval_bag_reads_compressed_images_as_the_raw_ones(made_bag, procedural, flow_refiner,
+                                                         tmp_path):
+    from pose_refiner_ros.evaluation.eval_bag import eval_bag
+
+    path = made_bag[0]
+    raw = eval_bag(path, "-", tmp_path / "raw", registry=procedural, refiner=flow_refiner,
+                   progress=False, plots=False, max_frames=1)
+    topic = _compressed_copy(path, tmp_path / "png", "png")
+    png = eval_bag(tmp_path / "png", "-", tmp_path / "png_out", registry=procedural,
+                   refiner=flow_refiner, progress=False, plots=False, max_frames=1)
+    report = json.loads((tmp_path / "png_out" / "report.json").read_text())
+    assert report["meta"]["topics"]["image"] == topic
+    assert png["frames"] == raw["frames"] == 1 and png["objects"] == raw["objects"]
+    for stage in ("initial", "refined"):  # PNG is lossless: the same refinement
+        for k, v in raw["metrics"][stage].items():
+            assert png["metrics"][stage][k] == pytest.approx(v, rel=1e-6, abs=1e-9), (stage, k)
+    # JPEG: lossy, but every frame is read and refined
+    _compressed_copy(path, tmp_path / "jpeg", "jpeg")
+    jpeg = eval_bag(tmp_path / "jpeg", "-", tmp_path / "jpeg_out", registry=procedural,
+                    refiner=flow_refiner, progress=False, plots=False, max_frames=1)
+    assert jpeg["frames"] == 1 and jpeg["objects"] == raw["objects"]
+
+
+def test_a_raw_image_is_preferred_to_its_compressed_twin(made_bag, tmp_path):
+    from pose_refiner_ros.evaluation.eval_bag import resolve_topics
+    from pose_refiner_ros.evaluation.make_bag import TOPICS
+
+    topic = _compressed_copy(made_bag[0], tmp_path / "both", "jpeg", keep_raw=True)
+    with B.BagReader(tmp_path / "both") as bag:
+        assert resolve_topics(bag).image == TOPICS["image"]
+        assert resolve_topics(bag, image=topic).image == topic
+
+
 def test_eval_bag_interrupted_leaves_nothing(made_bag, procedural, flow_refiner, tmp_path,
                                              monkeypatch):
     from pose_refiner_ros.evaluation.eval_bag import eval_bag

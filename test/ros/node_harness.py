@@ -103,7 +103,7 @@ class Peer:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         from tf2_msgs.msg import TFMessage
         from vision_msgs.msg import Detection3DArray
 
@@ -115,6 +115,9 @@ class Peer:
 
         self.pub = {
             "image": n.create_publisher(Image, f"{self.ns}/image", sensor),
+            "image_compressed": n.create_publisher(
+                CompressedImage, f"{self.ns}/image/compressed", sensor
+            ),
             "camera_info": n.create_publisher(CameraInfo, f"{self.ns}/camera_info", sensor),
             "detections": n.create_publisher(Detection3DArray, f"{self.ns}/detections", q),
             "depth": n.create_publisher(Image, f"{self.ns}/depth", sensor),
@@ -179,9 +182,11 @@ class Peer:
             self.node.destroy_subscription(self._debug_sub)
             self._debug_sub = None
 
-    def wait_connected(self, proc, timeout: float = 90.0, depth: bool = False) -> None:
-        """Until the node subscribes to our inputs and publishes its outputs."""
-        needed = ["image", "camera_info", "detections", "coarse_pose"] + (
+    def wait_connected(self, proc, timeout: float = 90.0, depth: bool = False,
+                       image: str = "image") -> None:
+        """Until the node subscribes to our inputs (``image``: the key in ``pub`` of the
+        image input it takes) and publishes its outputs."""
+        needed = [image, "camera_info", "detections", "coarse_pose"] + (
             ["depth"] if depth else []
         )
         deadline = time.monotonic() + timeout
@@ -205,18 +210,26 @@ class Peer:
             conv.make_camera_info(K, width, height, header(stamp_ns, frame_id))
         )
 
-    def send_frame(self, stamp_ns, image_rgb, K, objects, depth_m=None, frame_id=FRAME_ID):
-        """camera_info, image (rgb8), detections of ``(class_id, T_cam_obj, score)``, depth."""
+    def send_frame(self, stamp_ns, image_rgb, K, objects, depth_m=None, frame_id=FRAME_ID,
+                   compression=None, detections_stamp_ns=None):
+        """camera_info, image (rgb8, or on ``image/compressed`` as ``compression``: jpeg or
+        png), detections of ``(class_id, T_cam_obj, score)`` (stamped
+        ``detections_stamp_ns``, default the image's), depth."""
         from pose_refiner_ros.ros import conversions as conv
+        from pose_refiner_ros.ros.compressed import compressed_image_msg
 
         h = header(stamp_ns, frame_id)
         H, W = image_rgb.shape[:2]
         self.pub["camera_info"].publish(conv.make_camera_info(K, W, H, h))
         if depth_m is not None:
             self.pub["depth"].publish(conv.depth_m_to_image(depth_m, h))
-        self.pub["image"].publish(conv.rgb_to_image(image_rgb, h))
+        if compression is None:
+            self.pub["image"].publish(conv.rgb_to_image(image_rgb, h))
+        else:
+            self.pub["image_compressed"].publish(compressed_image_msg(image_rgb, h, compression))
         if objects is not None:
-            self.pub["detections"].publish(conv.make_coarse_detections(h, objects))
+            hd = h if detections_stamp_ns is None else header(detections_stamp_ns, frame_id)
+            self.pub["detections"].publish(conv.make_coarse_detections(hd, objects))
 
     # -- outputs ---------------------------------------------------------------------------
     def wait_for(self, kind: str, stamp_ns: int, timeout: float = 60.0):
@@ -327,10 +340,10 @@ def pose_of(msg) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def running_node(prefix: str, overrides: dict, log: Path):
+def running_node(prefix: str, overrides: dict, log: Path, image: str = "image"):
     """A ``refiner_node`` in a fresh namespace (``prefix`` + random) with ``overrides``,
-    and a connected :class:`Peer`; yields ``(proc, peer)``. On leaving, stops both and
-    asserts a clean exit (code 0)."""
+    and a connected :class:`Peer` (``image``: as :meth:`Peer.wait_connected`); yields
+    ``(proc, peer)``. On leaving, stops both and asserts a clean exit (code 0)."""
     import uuid
 
     from ros_helpers import require_ros
@@ -348,7 +361,7 @@ def running_node(prefix: str, overrides: dict, log: Path):
     peer = Peer(context, namespace)
     try:
         try:
-            peer.wait_connected(proc)
+            peer.wait_connected(proc, image=image)
         except (RuntimeError, TimeoutError) as e:
             pytest.fail(f"{e}; the node's log:\n{log.read_text()}")
         yield proc, peer

@@ -114,11 +114,14 @@ def test_launch_file_starts_our_executable_with_the_installed_params_file():
 
 def test_remapped_topics_are_the_nodes_inputs():
     topics = set(_module_dict(_launch_tree(), "INPUT_TOPICS"))
-    subscribed = {
-        ast.literal_eval(c.args[1])
-        for c in _calls(ast.parse(NODE_SRC.read_text()), "create_subscription")
-    }
+    calls = _calls(ast.parse(NODE_SRC.read_text()), "create_subscription")
+    subscribed = {ast.literal_eval(c.args[1]) for c in calls if isinstance(c.args[1], ast.Constant)}
     assert topics == subscribed
+    # the one name that is not a literal: image_transport's '<image>/compressed', built
+    # from the remapped 'image' (so the launch file's image argument moves it too)
+    others = [ast.unparse(c.args[1]) for c in calls if not isinstance(c.args[1], ast.Constant)]
+    assert others == ["self._image_topic"], others
+    assert "self._image_topic = compressed_topic(self)" in NODE_SRC.read_text()
 
 
 def test_params_file_and_declared_parameters_match():

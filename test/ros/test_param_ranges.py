@@ -10,7 +10,7 @@ import time
 import node_harness as nh
 import pytest
 
-from pose_refiner_ros.ros.param_checks import range_text
+from pose_refiner_ros.ros.param_checks import range_text, values_text
 from pose_refiner_ros.ros.params import PARAMS, SPECS, validate
 
 
@@ -28,6 +28,22 @@ def test_every_number_parameter_has_a_range_shown_in_the_readme():
         for bad in (lo - step, hi + step):
             assert range_text(spec.bounds) in validate(spec.name, bad), (spec.name, bad)
     assert SPECS["iterations"].bounds[1] <= 50
+
+
+def test_every_choice_parameter_lists_its_values_in_the_readme():
+    text = (nh.ROOT / "README.md").read_text()
+    listed = 0
+    for spec in PARAMS:
+        values = values_text(spec.check)
+        if values is None:
+            continue
+        row = re.search(rf"^\| `{spec.name}` \|.*$", text, re.MULTILINE)
+        assert row and row.group(0).split("|")[3].strip() == values, (spec.name, row)
+        for choice in spec.check.choices:
+            assert validate(spec.name, choice) is None
+        assert "expected one of" in validate(spec.name, "no-such-value")
+        listed += 1
+    assert listed >= 3  # mode, low_confidence_action, image_transport, ...
 
 
 @pytest.mark.ros

@@ -1,0 +1,118 @@
+"""refiner_node's optional ways in and out, end to end over the real middleware.
+
+One node process, started as the launch file starts it, with
+``image_transport:=compressed`` (it takes ``image/compressed``, as image_transport names
+it) and the training-free mode ``flow`` at its cheapest (one iteration, 64-pixel crops);
+every object is published (``confidence_threshold`` 0, a diverged one with its coarse
+pose), so that what is checked is the plumbing, not accuracy (that is test_node.py's
+business). The test process is a separate ROS node (``node_harness.Peer``) that
+publishes frames of the demo's synthetic recording.
+"""
+
+from __future__ import annotations
+
+import time
+
+import node_harness as nh
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(300)]
+
+T0 = 1_900_000_000 * 10**9
+OVERRIDES = {
+    "mode": "flow",
+    "iterations": 1,
+    "crop_size": 64,
+    "confidence_threshold": 0.0,
+    "low_confidence_action": "publish_coarse",
+    "diagnostics_period_s": 0.2,
+    "image_transport": "compressed",
+}
+
+
+def _stamp(i: int) -> int:
+    return T0 + i * 10**8  # 10 Hz
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """The node, the test's peer and one frame with a single object."""
+    from pose_refiner_ros.mesh.registry import ObjectRegistry
+    from pose_refiner_ros.ros.demo import make_recording
+
+    registry = ObjectRegistry.from_yaml(nh.ROOT / "models" / "demo" / "objects.yaml")
+    frame = make_recording(registry, 1, seed=11)[0]
+    log = tmp_path_factory.mktemp("node_io") / "node.log"
+    with nh.running_node("io", OVERRIDES, log, image="image_compressed") as (proc, peer):
+        yield {"proc": proc, "peer": peer, "frame": frame, "log": log, "registry": registry}
+
+
+def _alive(node):
+    assert node["proc"].poll() is None, f"the node died:\n{node['log'].read_text()}"
+
+
+def _coarse(frame, n=1):
+    return [(cid, T_init, 1.0) for cid, _, T_init in frame.objects[:n]]
+
+
+def _name(frame, k=0):
+    from pose_refiner_ros.ros.node import tf_frame_name
+
+    return tf_frame_name("refined_", frame.objects[k][0], 0)
+
+
+# -- compressed images -----------------------------------------------------------------------
+def test_compressed_jpeg_and_png_are_refined_and_decoded_in_the_right_colours(node):
+    peer, frame = node["peer"], node["frame"]
+    assert peer.pub["image"].get_subscription_count() == 0  # the raw topic is not taken
+    received = peer.diag("received.image")
+    peer.subscribe_debug()
+    try:
+        time.sleep(0.5)  # discovery of the debug subscription
+        for k, (compression, tol) in enumerate((("png", 0), ("jpeg", 3))):
+            stamp = _stamp(k)
+            peer.send_frame(stamp, frame.image_rgb, frame.K, _coarse(frame),
+                            compression=compression)
+            det = peer.wait_for("detections", stamp)[-1]
+            assert [d.id for d in det.detections] == [_name(frame)]
+            assert np.isfinite(nh.pose_of(det.detections[0].results[0].pose.pose)).all()
+            # the debug image is the decoded image with contours drawn on it: away from
+            # the contours it is the image sent, so the colours were not swapped
+            debug = peer.wait_for("debug", stamp, timeout=30)[-1]
+            img = np.frombuffer(debug.data, np.uint8).reshape(debug.height, debug.width, 3)
+            diff = np.abs(img.astype(int) - frame.image_rgb).max(axis=2)
+            assert np.median(diff) <= tol, (compression, np.median(diff))
+            swapped = np.abs(img.astype(int) - frame.image_rgb[..., ::-1]).max(axis=2)
+            assert np.median(swapped) > np.median(diff) + 5
+    finally:
+        peer.unsubscribe_debug()
+    assert peer.wait_diag("received.image", received + 1) >= received + 2
+
+
+def test_a_compressed_image_that_does_not_decode_is_rejected_and_counted(node):
+    from sensor_msgs.msg import CompressedImage
+
+    from pose_refiner_ros.ros import conversions as conv
+    from pose_refiner_ros.ros.compressed import encode_rgb
+
+    peer, frame = node["peer"], node["frame"]
+    H, W = frame.image_rgb.shape[:2]
+    fmt, jpeg = encode_rgb(frame.image_rgb, "jpeg")
+    for k, data in enumerate((jpeg[: len(jpeg) // 2], bytes(range(256)) * 8)):
+        before = peer.diag("rejected.bad_image")
+        stamp = _stamp(100 + k)
+        h = nh.header(stamp)
+        peer.pub["camera_info"].publish(conv.make_camera_info(frame.K, W, H, h))
+        peer.pub["image_compressed"].publish(CompressedImage(header=h, format=fmt, data=data))
+        peer.pub["detections"].publish(conv.make_coarse_detections(h, _coarse(frame)))
+        peer.wait_diag("rejected.bad_image", before)
+        assert peer.get("detections", stamp) == []
+        _alive(node)
+    assert "do not decode" in node["log"].read_text() or "neither JPEG nor PNG" in (
+        node["log"].read_text())
+    # and the node goes on refining
+    stamp = _stamp(110)
+    peer.send_frame(stamp, frame.image_rgb, frame.K, _coarse(frame), compression="jpeg")
+    assert len(peer.wait_for("detections", stamp)[-1].detections) == 1
+    _alive(node)
