@@ -7,7 +7,10 @@ scaled so that the speed stays below ``max_speed_m_s`` and the angular speed bel
 ``max_rot_deg_s``. Optionally an occluder (another mesh) crosses in front of the first
 object during the middle third of the sequence. Frames are rendered like the synthetic
 training scenes (``data.synthetic``: Phong shading, sensor noise, depth with sensor
-artefacts), with the appearance held fixed from frame to frame.
+artefacts), with the appearance held fixed from frame to frame: the camera's blur,
+colour response and JPEG quality are drawn once per sequence (a camera does not redraw
+them every frame; redrawn, they made consecutive frames differ in brightness and
+sharpness), while the sensor noise is new in every frame.
 
 Frames: :class:`SequenceFrame` with the image, depth, intrinsics and each object's
 ground-truth pose ``T_cam_obj`` (metres, OpenCV camera axes) and visible fraction.
@@ -105,6 +108,8 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
     H, W = cfg.height, cfg.width
     gen = syn._torch_gen(rng)
     K = syn._sample_intrinsics(rng, sc, 1)[0]
+    # A child stream: drawing from ``rng`` itself would change every later draw.
+    camera_seed = int(rng.spawn(1)[0].integers(2**62))
     n = cfg.objects
     idx = rng.choice(len(models), n, replace=n > len(models))
     diam = np.array([models[i].diameter_m for i in idx])
@@ -156,7 +161,9 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
         img = torch.where(front[..., None], rgb[who, torch.arange(H)[:, None], torch.arange(W)],
                           bg)
         depth = torch.where(front, zmin, bg_depth)
-        img = syn._finish_image(rng, gen, img.permute(2, 0, 1)[None], sc)[0]
+        # The same camera in every frame: its draws repeat, the noise (``gen``) does not.
+        img = syn._finish_image(np.random.default_rng(camera_seed), gen,
+                                img.permute(2, 0, 1)[None], sc)[0]
         depth_s = syn._sensor_depth(rng, gen, depth[None, None], sc)[0, 0]
         who = torch.where(front, who, torch.full_like(who, -1))
         objs = []

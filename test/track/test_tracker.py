@@ -48,6 +48,17 @@ def test_sequence_moves_smoothly_within_the_stated_speeds(frames):
     assert frames[0].image_rgb.shape == (240, 320, 3) and frames[0].depth_m.shape == (240, 320)
 
 
+def test_sequence_keeps_one_camera_from_frame_to_frame(models):
+    """Blur, colour response and compression are the camera's, drawn once per sequence;
+    only the sensor noise changes: a background patch looks the same in every frame."""
+    cfg = MotionConfig(n_frames=4, objects=1, occluder=False, width=320, height=240)
+    for seed in range(3):
+        frames = list(generate_sequence(models, np.random.default_rng(seed), cfg))
+        patches = np.stack([f.image_rgb[:40, :40].astype(float) / 255 for f in frames])
+        means = patches.mean(axis=(1, 2))  # (frames, 3)
+        assert np.abs(means - means[0]).max() < 0.01
+
+
 @pytest.mark.parametrize("with_depth", [False, True])
 def test_tracker_follows_the_object(models, frames, with_depth):
     cid, T0, _ = frames[0].objects[0]
