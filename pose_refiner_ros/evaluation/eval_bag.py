@@ -2,7 +2,8 @@
 
 What the node does live, done on a recording without ROS: the bag is streamed with
 ``rosbags`` (sqlite3 or mcap), images / camera info / detections (and depth) are matched
-by stamp with the node's own :class:`~pose_refiner_ros.ros.sync.FrameSynchronizer`,
+by stamp with the node's own :class:`~pose_refiner_ros.ros.sync.FrameSynchronizer`
+(``sync_mode`` and its window as the node's),
 messages are read with the node's own conversions, the :class:`Refiner` is built from
 the node's parameters (``config/refiner.yaml`` or ``--params``; the same defaults), and
 the node's rules decide what is published (``confidence_threshold``,
@@ -234,13 +235,14 @@ class _Run:
     def __init__(self, bag, topics, params, registry, refiner, writer, evaluation, gt_file,
                  max_frames=None):
         from ..ros import conversions as conv
-        from ..ros.sync import FrameSynchronizer, StampBuffer
+        from ..ros.sync import FrameSynchronizer, StampBuffer, match_window_ns
 
         self.conv = conv
         self.bag, self.topics, self.p, self.registry = bag, topics, params, registry
         self.refiner, self.writer, self.ev = refiner, writer, evaluation
-        self.sync = FrameSynchronizer(int(round(params.sync_tolerance_s * 1e9)),
-                                      params.sync_queue_size, use_depth=topics.depth is not None)
+        self.sync = FrameSynchronizer(
+            match_window_ns(params.sync_mode, params.sync_tolerance_s, params.sync_slop_s),
+            params.sync_queue_size, use_depth=topics.depth is not None, mode=params.sync_mode)
         self.gt_file = gt_file
         self.max_frames = max_frames
         self.gt_buffer = StampBuffer(max(50, 4 * params.sync_queue_size))

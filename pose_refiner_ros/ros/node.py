@@ -61,7 +61,7 @@ from .diagnostics import NodeStats, to_diagnostic_array
 from .frame_inputs import frame_images
 from .params import NodeParams, declare, refiner_from_params, resolve_path, validate
 from .stamps import StampGuard, StampsMixin
-from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, stamp_to_ns
+from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, match_window_ns, stamp_to_ns
 from .target_class import check_target
 from .tracking import Tracked as _Tracked
 from .tracking import TrackingMixin
@@ -136,7 +136,8 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
         check_target(self, p.target_class_id)
         self._sync_lock = threading.Lock()
         self._sync = FrameSynchronizer(
-            int(p.sync_tolerance_s * 1e9), p.sync_queue_size, p.use_depth
+            match_window_ns(p.sync_mode, p.sync_tolerance_s, p.sync_slop_s),
+            p.sync_queue_size, p.use_depth, p.sync_mode,
         )
         self._work = WorkQueue()
         self._stamps = StampGuard()
@@ -371,9 +372,9 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             return SetParametersResult(successful=True)
         old, new = self.params, self.params.with_values(values)
         self.params = new
-        if new.sync_tolerance_s != old.sync_tolerance_s:
-            with self._sync_lock:
-                self._sync.set_tolerance(int(new.sync_tolerance_s * 1e9))
+        window = match_window_ns(new.sync_mode, new.sync_tolerance_s, new.sync_slop_s)
+        with self._sync_lock:
+            self._sync.set_tolerance(window, new.sync_mode)
         if (new.iterations, new.crop_size) != (old.iterations, old.crop_size):
             self._rebuild = True
         if "target_class_id" in values:

@@ -143,9 +143,26 @@ PARAMS: tuple[ParamSpec, ...] = (
         check=checks.tf_prefix,
     ),
     ParamSpec(
+        "sync_mode",
+        "exact",
+        "how detections (and depth) are matched to images: 'exact' (the image's stamp, "
+        "within sync_tolerance_s) or 'approximate' (the image nearest in stamp within "
+        "sync_slop_s, as message_filters' ApproximateTime: for detectors that re-stamp "
+        "their output)",
+        check=checks.one_of("exact", "approximate"),
+    ),
+    ParamSpec(
         "sync_tolerance_s",
         0.005,
-        "largest stamp difference between an image and its detections / depth, s",
+        "sync_mode exact: largest stamp difference between an image and its detections / "
+        "depth, s (room for rounding)",
+        bounds=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "sync_slop_s",
+        0.1,
+        "sync_mode approximate: largest stamp difference between an image and the "
+        "detections / depth matched to it, s",
         bounds=(0.0, 1.0),
     ),
     ParamSpec(
@@ -223,7 +240,9 @@ class NodeParams:
     image_transport: str
     publish_tf: bool
     tf_prefix: str
+    sync_mode: str
     sync_tolerance_s: float
+    sync_slop_s: float
     sync_queue_size: int
     max_objects: int
     tracking: bool

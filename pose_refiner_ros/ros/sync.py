@@ -5,9 +5,13 @@ Pure Python (no ROS imports), so that it is tested with plain pytest.
 - :class:`StampBuffer`: a bounded buffer of ``(stamp_ns, item)``; the oldest entry falls
   out when it is full (counted).
 - :class:`FrameSynchronizer`: matches an image with the detections (and, when asked
-  for, the depth image) carrying the same stamp within a tolerance. Nothing queues
-  without bound: each input has its own bounded buffer, and an entry older than a
-  matched frame can never be matched any more and is discarded (counted).
+  for, the depth image) carrying its stamp, in one of two modes (:data:`SYNC_MODES`):
+  ``exact``, the same stamp up to a small tolerance (rounding), for detectors that copy
+  the image's stamp as ROS detectors should; ``approximate``, the image nearest in stamp
+  within a larger window (message_filters' "slop"), for detectors that re-stamp their
+  output. Nothing queues without bound: each input has its own bounded buffer, and an
+  entry older than a matched frame can never be matched any more and is discarded
+  (counted).
 - :class:`WorkQueue`: what the subscription callbacks hand to the refinement worker.
   Lanes in priority order: ``reset`` (time started over, see ``ros.stamps``), ``detect``
   (frames with new detections), ``track`` (images for tracking mode); each lane holds
@@ -24,10 +28,22 @@ from dataclasses import dataclass
 import threading
 from typing import Any
 
+#: How detections (and depth images) are matched to images (the node's ``sync_mode``).
+SYNC_MODES = ("exact", "approximate")
+
 
 def stamp_to_ns(sec: int, nanosec: int) -> int:
     """A ROS ``builtin_interfaces/Time`` as integer nanoseconds."""
     return int(sec) * 1_000_000_000 + int(nanosec)
+
+
+def match_window_ns(mode: str, tolerance_s: float, slop_s: float) -> int:
+    """The largest stamp difference of a match in ``mode``, ns: ``tolerance_s`` when
+    ``exact``, ``slop_s`` when ``approximate`` (the node's ``sync_tolerance_s`` and
+    ``sync_slop_s``)."""
+    if mode not in SYNC_MODES:
+        raise ValueError(f"mode: expected one of {list(SYNC_MODES)}, got {mode!r}")
+    return int(round((tolerance_s if mode == "exact" else slop_s) * 1e9))
 
 
 class StampBuffer:
@@ -54,15 +70,22 @@ class StampBuffer:
             evicted.append(self._entries.popleft())
         return evicted
 
-    def find(self, stamp_ns: int, tolerance_ns: int):
+    def find(self, stamp_ns: int, tolerance_ns: int, not_after_ns: int | None = None):
         """The entry closest to ``stamp_ns`` within ``tolerance_ns`` (ties: the newest),
-        as ``(stamp_ns, item)``, or None."""
+        as ``(stamp_ns, item)``, or None. With ``not_after_ns``, only entries stamped at
+        or before it are considered."""
         best = None
         for s, item in self._entries:
+            if not_after_ns is not None and s > not_after_ns:
+                continue
             d = abs(s - stamp_ns)
             if d <= tolerance_ns and (best is None or d <= abs(best[0] - stamp_ns)):
                 best = (s, item)
         return best
+
+    def newest_ns(self) -> int | None:
+        """The largest stamp buffered, or None when empty."""
+        return max((s for s, _ in self._entries), default=None)
 
     def remove_through(self, stamp_ns: int) -> list:
         """Remove and return every entry stamped ``<= stamp_ns``."""
@@ -95,9 +118,17 @@ class FrameSynchronizer:
     """Match images, detections and (optionally) depth images by stamp.
 
     Args:
-        tolerance_ns: largest stamp difference of a match.
+        tolerance_ns: largest stamp difference of a match (see :func:`match_window_ns`).
         queue_size: capacity of each input's buffer.
         use_depth: a frame also needs a depth image with a matching stamp.
+        mode: ``"exact"``: a detections message is matched as soon as an image within
+            ``tolerance_ns`` is buffered (with a small tolerance there is one such image
+            at most). ``"approximate"``: to the image nearest in stamp within
+            ``tolerance_ns``, decided as message_filters' ApproximateTime decides: once
+            an image stamped at or after the detections has arrived, so that no nearer
+            one can still come (images arrive in stamp order; the node skips any other).
+            Until then the detections wait, so the last ones before the camera stops
+            wait for its next image. Depth images go to the nearest buffered one in both.
 
     ``add_*`` return the :class:`MatchedFrame` that the new message completed, or None.
     ``unmatched`` maps an input name to how many of its messages were discarded without
@@ -108,10 +139,10 @@ class FrameSynchronizer:
 
     INPUTS = ("image", "detections", "depth")
 
-    def __init__(self, tolerance_ns: int, queue_size: int, use_depth: bool = False):
-        if tolerance_ns < 0:
-            raise ValueError(f"tolerance_ns: expected >= 0, got {tolerance_ns}")
-        self.tolerance_ns = int(tolerance_ns)
+    def __init__(self, tolerance_ns: int, queue_size: int, use_depth: bool = False,
+                 mode: str = "exact"):
+        self.tolerance_ns, self.mode = 0, "exact"
+        self.set_tolerance(tolerance_ns, mode)
         self.use_depth = bool(use_depth)
         self._buffers = {name: StampBuffer(queue_size) for name in self.INPUTS}
         self.unmatched = {name: 0 for name in self.INPUTS}
@@ -123,12 +154,29 @@ class FrameSynchronizer:
 
     def add_image(self, stamp_ns: int, image: Any):
         self._discard("image", self._buffers["image"].add(stamp_ns, image))
-        return self._try_match(stamp_ns)
+        if self.mode == "exact":
+            return self._try_match(stamp_ns)
+        # approximate: detections stamped up to this image are decided now, the newest
+        # first (an older one left would be older than the frame matched: discarded)
+        decided = [s for s, _ in self._buffers["detections"]._entries if s <= stamp_ns]
+        for det_stamp in sorted(decided, reverse=True):
+            image = self._buffers["image"].find(det_stamp, self.tolerance_ns)
+            frame = self._try_match(image[0]) if image else None
+            if frame is not None:
+                return frame
+        return None
 
     def add_detections(self, stamp_ns: int, detections: Any):
         self._discard("detections", self._buffers["detections"].add(stamp_ns, detections))
+        if self.mode == "approximate" and not self._decided(stamp_ns):
+            return None  # a nearer image may still come
         image = self._buffers["image"].find(stamp_ns, self.tolerance_ns)
         return self._try_match(image[0]) if image else None
+
+    def _decided(self, det_stamp_ns: int) -> bool:
+        """Approximate mode: an image stamped at or after ``det_stamp_ns`` has arrived."""
+        newest = self._buffers["image"].newest_ns()
+        return newest is not None and newest >= det_stamp_ns
 
     def add_depth(self, stamp_ns: int, depth: Any):
         self._discard("depth", self._buffers["depth"].add(stamp_ns, depth))
@@ -152,8 +200,14 @@ class FrameSynchronizer:
         buffered for late detections, but is no longer counted when discarded."""
         self._used.add(int(stamp_ns))
 
-    def set_tolerance(self, tolerance_ns: int) -> None:
+    def set_tolerance(self, tolerance_ns: int, mode: str | None = None) -> None:
+        """Change the largest stamp difference of a match and, when given, the mode."""
+        if tolerance_ns < 0:
+            raise ValueError(f"tolerance_ns: expected >= 0, got {tolerance_ns}")
+        if mode is not None and mode not in SYNC_MODES:
+            raise ValueError(f"mode: expected one of {list(SYNC_MODES)}, got {mode!r}")
         self.tolerance_ns = int(tolerance_ns)
+        self.mode = mode or self.mode
 
     def discard_after(self, stamp_ns: int) -> int:
         """Time started over at ``stamp_ns``: remove every entry stamped later than it
@@ -178,7 +232,8 @@ class FrameSynchronizer:
         image = self._buffers["image"].find(image_stamp_ns, 0)
         if image is None:
             return None
-        det = self._buffers["detections"].find(image_stamp_ns, self.tolerance_ns)
+        decided = self._buffers["image"].newest_ns() if self.mode == "approximate" else None
+        det = self._buffers["detections"].find(image_stamp_ns, self.tolerance_ns, decided)
         if det is None:
             return None
         depth = None

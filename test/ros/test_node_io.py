@@ -116,3 +116,41 @@ def test_a_compressed_image_that_does_not_decode_is_rejected_and_counted(node):
     peer.send_frame(stamp, frame.image_rgb, frame.K, _coarse(frame), compression="jpeg")
     assert len(peer.wait_for("detections", stamp)[-1].detections) == 1
     _alive(node)
+
+
+# -- approximate stamp matching --------------------------------------------------------------
+def test_restamped_detections_are_matched_in_approximate_mode_only(node):
+    """Detections stamped 20 ms after their image (a detector that re-stamps its output):
+    refused by the default exact matching (5 ms), matched to the nearest image by
+    ``sync_mode:=approximate``, once the next image shows that no nearer one comes."""
+    peer, frame = node["peer"], node["frame"]
+    coarse = _coarse(frame)
+    offset = 20 * 10**6
+    stamp = _stamp(200)
+    peer.send_frame(stamp, frame.image_rgb, frame.K, coarse, compression="jpeg",
+                    detections_stamp_ns=stamp + offset)
+    time.sleep(1.5)
+    assert peer.get("detections", stamp) == [] and peer.get("detections", stamp + offset) == []
+    # the next frame, stamped alike, is matched and the orphan discarded and counted
+    unmatched = peer.diag("dropped.unmatched_detections")
+    peer.send_frame(_stamp(201), frame.image_rgb, frame.K, coarse, compression="jpeg")
+    peer.wait_for("detections", _stamp(201))
+    peer.wait_diag("dropped.unmatched_detections", unmatched)
+
+    peer.set_parameters(sync_mode="approximate")
+    assert peer.last_set_results == [(True, "")]
+    try:
+        stamp = _stamp(210)
+        peer.send_frame(stamp, frame.image_rgb, frame.K, coarse, compression="jpeg",
+                        detections_stamp_ns=stamp + offset)
+        time.sleep(0.3)  # received, but the nearest image is not known yet
+        assert peer.get("detections", stamp) == []
+        peer.send_frame(_stamp(211), frame.image_rgb, frame.K, None, compression="jpeg")
+        det = peer.wait_for("detections", stamp)[-1]  # stamped as the image it was matched to
+        assert [d.id for d in det.detections] == [_name(frame)]
+        assert peer.get("detections", _stamp(211)) == []  # no detections near that image
+    finally:
+        peer.set_parameters(sync_mode="exact")
+    peer.set_parameters(sync_mode="nearest")
+    ((ok, reason),) = peer.last_set_results
+    assert not ok and "'exact', 'approximate'" in reason, reason

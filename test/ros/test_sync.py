@@ -152,3 +152,61 @@ def test_reset_lane_comes_first():
     q.put("detect", 2)
     q.put("reset", 3)
     assert [q.take(0) for _ in range(3)] == [("reset", 3), ("detect", 2), ("track", 1)]
+
+
+# -- approximate matching ------------------------------------------------------------------
+def test_match_window_follows_the_mode():
+    from pose_refiner_ros.ros.sync import match_window_ns
+
+    assert match_window_ns("exact", 0.005, 0.1) == 5 * MS
+    assert match_window_ns("approximate", 0.005, 0.1) == 100 * MS
+    with pytest.raises(ValueError, match="expected one of"):
+        match_window_ns("nearest", 0.005, 0.1)
+
+
+def test_a_restamped_detection_is_matched_in_approximate_mode_only():
+    """Detections stamped 20 ms after their image (a detector that re-stamps its output)."""
+    exact = FrameSynchronizer(tolerance_ns=5 * MS, queue_size=5)
+    approx = FrameSynchronizer(tolerance_ns=50 * MS, queue_size=5, mode="approximate")
+    for sync in (exact, approx):
+        assert sync.add_image(100 * MS, "img100") is None
+        assert sync.add_detections(120 * MS, "det") is None  # approximate: waits
+    assert exact.add_image(200 * MS, "img200") is None
+    assert exact.pending()["detections"] == 1 and exact.unmatched["image"] == 0
+    f = approx.add_image(200 * MS, "img200")  # now no image nearer than img100 can come
+    assert (f.stamp_ns, f.image, f.detections) == (100 * MS, "img100", "det")
+    assert approx.pending() == {"image": 1, "detections": 0, "depth": 0}
+
+
+def test_approximate_waits_for_a_nearer_image_rather_than_taking_an_older_one():
+    """The detections (stamped 98 ms) arrive before their image (100 ms): the older image
+    (67 ms), within the window but farther, is not taken."""
+    sync = FrameSynchronizer(tolerance_ns=50 * MS, queue_size=5, mode="approximate")
+    sync.add_image(67 * MS, "img67")
+    assert sync.add_detections(98 * MS, "det") is None
+    f = sync.add_image(100 * MS, "img100")
+    assert (f.image, f.detections) == ("img100", "det")
+    assert sync.unmatched == {"image": 1, "detections": 0, "depth": 0}  # img67
+
+
+def test_approximate_matches_at_once_when_the_nearest_image_is_known():
+    sync = FrameSynchronizer(tolerance_ns=50 * MS, queue_size=5, mode="approximate")
+    for s in (0, 33, 67, 100):
+        sync.add_image(s * MS, f"img{s}")
+    f = sync.add_detections(58 * MS, "det")  # stamped 58 ms: img67 is nearest
+    assert (f.image, f.detections) == ("img67", "det")
+    assert sync.add_detections(400 * MS, "late") is None  # nothing within 50 ms
+    sync.add_image(500 * MS, "img500")
+    assert sync.pending()["detections"] == 1  # decided, but nothing near it
+
+
+def test_approximate_with_depth_and_a_mode_change():
+    sync = FrameSynchronizer(tolerance_ns=5 * MS, queue_size=5, use_depth=True)
+    sync.add_image(100 * MS, "img")
+    sync.add_detections(100 * MS, "det")
+    assert sync.add_depth(112 * MS, "depth") is None  # 12 ms: too far in exact mode
+    sync.set_tolerance(20 * MS, "approximate")  # as the node does on a parameter change
+    f = sync.add_image(133 * MS, "img133")  # the next image: matched with what waited
+    assert (f.image, f.detections, f.depth) == ("img", "det", "depth")
+    with pytest.raises(ValueError, match="mode"):
+        sync.set_tolerance(0, "sloppy")
