@@ -34,6 +34,7 @@ setup(
         (SHARE, ["package.xml"]),
         (os.path.join(SHARE, "launch"), sorted(glob("launch/*.py"))),
         (os.path.join(SHARE, "config"), sorted(glob("config/*.yaml") + glob("config/*.xml"))),
+        (os.path.join(SHARE, "rviz"), sorted(glob("rviz/*.rviz"))),
         *tree("models"),
     ],
     # rclpy and the message packages are not listed: they come from a ROS 2

@@ -250,7 +250,7 @@ fi
 
 # ---------------------------------------------------------------- ament index
 # Make the venv a ROS 2 prefix for this package, like a colcon --symlink-install:
-# share/pose_refiner_ros links to the source tree (launch/, config/, models/,
+# share/pose_refiner_ros links to the source tree (launch/, config/, models/, rviz/,
 # package.xml) and a .pth puts the venv first on AMENT_PREFIX_PATH in every Python
 # process of the venv, so get_package_share_directory() works from .venv/bin/python.
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
@@ -258,7 +258,7 @@ printf '%s\n' "import os, sys; p = os.environ.get('AMENT_PREFIX_PATH', ''); os.e
   >"$SITE/pose_refiner_ros_ament.pth"
 mkdir -p "$VENV/share/ament_index/resource_index/packages" "$VENV/share/pose_refiner_ros"
 : >"$VENV/share/ament_index/resource_index/packages/pose_refiner_ros"
-for item in package.xml launch config models; do
+for item in package.xml launch config models rviz; do
   if [[ -e "$ROOT/$item" ]]; then
     ln -sfn "$ROOT/$item" "$VENV/share/pose_refiner_ros/$item"
   else

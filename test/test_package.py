@@ -210,3 +210,26 @@ def test_plain_text_drops_rest_roles() -> None:
     from pose_refiner_ros.cli import plain_text
 
     assert plain_text("see :func:`~a.b.fn` and :class:`a.B`, ``x=1``") == "see fn and a.B, x=1"
+
+
+def test_rviz_config_is_installed_and_shows_the_nodes_topics() -> None:
+    import yaml
+
+    # colcon and pip install only what setup.py's data_files name
+    globs = [n.args[0].value for n in ast.walk(_setup_py_call())
+             if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "glob"]
+    assert any(Path("rviz/refiner.rviz").match(g) for g in globs), globs
+    cfg = yaml.safe_load((ROOT / "rviz" / "refiner.rviz").read_text())
+    displays = cfg["Visualization Manager"]["Displays"]
+    shown = {(d["Class"], d.get("Topic", {}).get("Value")) for d in displays}
+    assert {("rviz_default_plugins/Image", "/image"),
+            ("rviz_default_plugins/Image", "/debug_image"),
+            ("rviz_default_plugins/TF", None),
+            ("rviz_default_plugins/MarkerArray", "/markers")} <= shown, shown
+    camera = next(d for d in displays if d.get("Topic", {}).get("Value") == "/image")
+    assert camera["Topic"]["Reliability Policy"] == "Best Effort"  # as cameras publish
+    # the names are the node's (in the root namespace)
+    node_src = (PACKAGE_DIR / "ros" / "node.py").read_text()
+    for topic in ("debug_image", "markers"):
+        assert f'"{topic}", OUTPUT_QOS' in node_src, topic
+    assert 'create_subscription(Image, "image"' in node_src

@@ -2,9 +2,10 @@
 
 A thin layer over :class:`~pose_refiner_ros.refine.refiner.Refiner`: it converts
 messages (``ros.conversions``; the colour image raw or compressed, checked by
-``ros.frame_inputs``), matches inputs by stamp (``ros.sync``), refines on a
-worker thread, publishes, and counts everything (``ros.diagnostics``). The interface
-(topics, QoS, parameters, TF names) is tabulated in the README, "ROS interface".
+``ros.frame_inputs``), matches inputs by stamp (``ros.sync``), refines on a worker
+thread, publishes (RViz markers: ``ros.markers``), and counts everything
+(``ros.diagnostics``). The interface (topics, QoS, parameters, TF names) is tabulated
+in the README, "ROS interface".
 
 Threads: the subscription callbacks (the executor's thread) only convert stamps and
 buffer messages, so input keeps flowing while a frame is refined. Complete frames go to a
@@ -54,11 +55,13 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import MarkerArray
 
 from . import conversions as conv
 from .compressed import compressed_topic
 from .diagnostics import NodeStats, to_diagnostic_array
 from .frame_inputs import frame_images
+from .markers import MarkerState
 from .params import NodeParams, declare, refiner_from_params, resolve_path, validate
 from .stamps import StampGuard, StampsMixin
 from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, match_window_ns, stamp_to_ns
@@ -156,6 +159,8 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
         self.pub_poses = self.create_publisher(PoseArray, "refined_poses", OUTPUT_QOS)
         self.pub_lost = self.create_publisher(Detection3DArray, "tracking_lost", OUTPUT_QOS)
         self.pub_debug = self.create_publisher(Image, "debug_image", OUTPUT_QOS)
+        self.pub_markers = self.create_publisher(MarkerArray, "markers", OUTPUT_QOS)
+        self._markers = MarkerState(self.registry.__getitem__)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         self._tf_broadcaster = None
         self.pub_tf = None
@@ -638,6 +643,12 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             )
         self.pub_dets.publish(conv.make_detection_array(header, dets))
         self.pub_poses.publish(conv.make_pose_array(header, [o[2] for o in out]))
+        if self.pub_markers.get_subscription_count() > 0:  # for RViz (ros.markers)
+            markers = self._markers.update(header, out)
+            if markers is not None:
+                self.pub_markers.publish(markers)
+        else:
+            self._markers.reset()
         candidates = [o for o in out if not p.target_class_id or o[1] == p.target_class_id]
         if candidates:
             best = max(candidates, key=lambda o: o[3])

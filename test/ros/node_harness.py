@@ -182,6 +182,27 @@ class Peer:
             self.node.destroy_subscription(self._debug_sub)
             self._debug_sub = None
 
+    def subscribe_markers(self):
+        """Record ``markers`` (``MarkerArray``, which has no header) by the stamp of its
+        first marker."""
+        from rclpy.qos import QoSProfile
+        from visualization_msgs.msg import MarkerArray
+
+        def cb(msg):
+            if msg.markers:
+                s = msg.markers[0].header.stamp
+                with self.lock:
+                    self.outputs.setdefault("markers", {}).setdefault(
+                        s.sec * 10**9 + s.nanosec, []).append(msg)
+
+        self._markers_sub = self.node.create_subscription(
+            MarkerArray, f"{self.ns}/markers", cb, QoSProfile(depth=10))
+
+    def unsubscribe_markers(self):
+        if getattr(self, "_markers_sub", None) is not None:
+            self.node.destroy_subscription(self._markers_sub)
+            self._markers_sub = None
+
     def wait_connected(self, proc, timeout: float = 90.0, depth: bool = False,
                        image: str = "image") -> None:
         """Until the node subscribes to our inputs (``image``: the key in ``pub`` of the

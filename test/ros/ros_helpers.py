@@ -19,6 +19,7 @@ ROS_MODULES = (
     "diagnostic_msgs.msg",
     "tf2_msgs.msg",
     "vision_msgs.msg",
+    "visualization_msgs.msg",
 )
 
 

@@ -154,3 +154,61 @@ def test_restamped_detections_are_matched_in_approximate_mode_only(node):
     peer.set_parameters(sync_mode="nearest")
     ((ok, reason),) = peer.last_set_results
     assert not ok and "'exact', 'approximate'" in reason, reason
+
+
+# -- RViz markers ----------------------------------------------------------------------------
+def _wait_subscribers(pub_count, want: bool, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while (pub_count() > 0) != want:
+        assert time.monotonic() < deadline, "discovery did not settle"
+        time.sleep(0.05)
+
+
+def test_markers_show_the_published_objects_while_someone_subscribes(node):
+    from visualization_msgs.msg import Marker
+
+    peer, frame, registry = node["peer"], node["frame"], node["registry"]
+    cid, name = frame.objects[0][0], _name(frame)
+    count = lambda: peer.node.count_subscribers(f"{peer.ns}/markers")  # noqa: E731
+    peer.subscribe_markers()
+    try:
+        _wait_subscribers(count, True)
+        time.sleep(0.3)  # the node's side of the discovery
+        stamp = _stamp(300)
+        peer.send_frame(stamp, frame.image_rgb, frame.K, _coarse(frame), compression="jpeg")
+        det = peer.wait_for("detections", stamp)[-1].detections[0]
+        msg = peer.wait_for("markers", stamp)[-1]
+        deleteall, mesh, label = msg.markers
+        assert deleteall.action == Marker.DELETEALL  # the first message clears RViz
+        assert mesh.type == Marker.MESH_RESOURCE and (mesh.ns, mesh.id) == (name, 0)
+        assert mesh.mesh_resource == registry[cid].mesh_path.resolve().as_uri()
+        assert mesh.header.frame_id == nh.FRAME_ID
+        np.testing.assert_allclose(nh.pose_of(mesh.pose),
+                                   nh.pose_of(det.results[0].pose.pose), atol=1e-9)
+        score = det.results[0].hypothesis.score
+        assert label.type == Marker.TEXT_VIEW_FACING and label.text == f"{cid} {score:.2f}"
+
+        # the object is gone from the next frame: its markers are deleted
+        stamp = _stamp(301)
+        peer.send_frame(stamp, frame.image_rgb, frame.K, [], compression="jpeg")
+        msg = peer.wait_for("markers", stamp)[-1]
+        assert [(m.ns, m.id, m.action) for m in msg.markers] == [
+            (name, 0, Marker.DELETE), (name, 1, Marker.DELETE)]
+    finally:
+        peer.unsubscribe_markers()
+    # nobody listens: nothing is published; listening again starts with DELETEALL
+    _wait_subscribers(count, False)
+    time.sleep(0.3)
+    stamp = _stamp(302)
+    peer.send_frame(stamp, frame.image_rgb, frame.K, _coarse(frame), compression="jpeg")
+    peer.wait_for("detections", stamp)
+    peer.subscribe_markers()
+    try:
+        _wait_subscribers(count, True)
+        time.sleep(0.3)
+        stamp = _stamp(303)
+        peer.send_frame(stamp, frame.image_rgb, frame.K, _coarse(frame), compression="jpeg")
+        msg = peer.wait_for("markers", stamp)[-1]
+        assert [m.action for m in msg.markers] == [Marker.DELETEALL, Marker.ADD, Marker.ADD]
+    finally:
+        peer.unsubscribe_markers()
