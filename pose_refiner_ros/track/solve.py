@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LineResiduals", "PlaneResiduals", "lm_steps"]
+__all__ = ["LineResiduals", "PlaneResiduals", "PointResiduals", "lm_steps"]
 
 
 def _hat(v: np.ndarray) -> np.ndarray:
@@ -48,7 +48,7 @@ class LineResiduals:
     min_depth_m: float = 1e-3
 
     def evaluate(self, T: np.ndarray, jacobian: bool = True):
-        """``(r (N,), J (N, 6) or None, front (N,) bool)`` at ``T``."""
+        """``(r (N, 1), J (N, 1, 6) or None, front (N,) bool)`` at ``T``."""
         pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
         front = pc[:, 2] > self.min_depth_m
         pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
@@ -57,13 +57,13 @@ class LineResiduals:
         u = fx * pc[:, 0] * iz + self.K_s[0, 2]
         v = fy * pc[:, 1] * iz + self.K_s[1, 2]
         nx, ny = self.normal[:, 0], self.normal[:, 1]
-        r = nx * (u - self.target[:, 0]) + ny * (v - self.target[:, 1])
+        r = (nx * (u - self.target[:, 0]) + ny * (v - self.target[:, 1]))[:, None]
         if not jacobian:
             return r, None, front
         # n^T d(uv)/d(p_cam), then d(p_cam)/d(xi) = [I | -hat(p_cam)]: [a, p_cam x a].
         a = np.stack([nx * fx * iz, ny * fy * iz,
                       -(nx * fx * pc[:, 0] + ny * fy * pc[:, 1]) * iz * iz], -1)
-        return r, np.concatenate([a, np.cross(pc, a)], 1), front
+        return r, np.concatenate([a, np.cross(pc, a)], 1)[:, None], front
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,44 @@ class PlaneResiduals:
         pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
         f_over_z = 0.5 * (self.K_s[0, 0] + self.K_s[1, 1]) / pc[:, 2]
         n = self.normals_obj @ T[:3, :3].T
-        r = ((pc - self.X_cam) * n).sum(-1) * f_over_z
+        r = (((pc - self.X_cam) * n).sum(-1) * f_over_z)[:, None]
         if not jacobian:
             return r, None, front
-        return r, np.concatenate([n, np.cross(pc, n)], 1) * f_over_z[:, None], front
+        return r, (np.concatenate([n, np.cross(pc, n)], 1) * f_over_z[:, None])[:, None], front
+
+
+@dataclass(frozen=True)
+class PointResiduals:
+    """2D-3D correspondences ``pi(T p) - uv`` (``solver.terms.ReprojectionTerm``).
+
+    Attributes:
+        pts_obj: (N, 3) object points, metres; uv: (N, 2) where they are seen, pixels of
+        the image ``K_s`` describes; weight: (N,); huber: threshold on the residual's
+        norm, pixels; min_depth_m: as above.
+    """
+
+    pts_obj: np.ndarray
+    uv: np.ndarray
+    weight: np.ndarray
+    K_s: np.ndarray
+    huber: float
+    min_depth_m: float = 1e-3
+
+    def evaluate(self, T: np.ndarray, jacobian: bool = True):
+        """``(r (N, 2), J (N, 2, 6) or None, front (N,) bool)`` at ``T``."""
+        pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
+        front = pc[:, 2] > self.min_depth_m
+        pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+        fx, fy = self.K_s[0, 0], self.K_s[1, 1]
+        X, Y, iz = pc[:, 0], pc[:, 1], 1.0 / pc[:, 2]
+        r = np.stack([fx * X * iz + self.K_s[0, 2], fy * Y * iz + self.K_s[1, 2]], 1) - self.uv
+        if not jacobian:
+            return r, None, front
+        zero = np.zeros_like(X)
+        d_uv = np.stack([np.stack([fx * iz, zero, -fx * X * iz * iz], -1),
+                         np.stack([zero, fy * iz, -fy * Y * iz * iz], -1)], 1)  # (N, 2, 3)
+        # d(p_cam)/d(xi) = [I | -hat(p_cam)]; row a of d_uv gives [a, p_cam x a].
+        return r, np.concatenate([d_uv, np.cross(pc[:, None], d_uv)], 2), front
 
 
 def _huber(x: np.ndarray, delta: float) -> np.ndarray:
@@ -107,7 +141,7 @@ def _cost(T: np.ndarray, terms) -> float:
     cost = wsum = 0.0
     for t in terms:
         r, _, front = t.evaluate(T, jacobian=False)
-        rob = np.where(front, _huber(np.abs(r), t.huber), 3.5 * t.huber**2)
+        rob = np.where(front, _huber(np.linalg.norm(r, axis=1), t.huber), 3.5 * t.huber**2)
         cost += float(t.weight @ rob)
         wsum += float(t.weight.sum())
     return cost / max(wsum, 1e-9)
@@ -143,9 +177,10 @@ def lm_steps(T: np.ndarray, terms, iterations: int = 1, damping: float = 1e-3,
         H, g = np.zeros((6, 6)), np.zeros(6)
         for t in terms:
             r, J, front = t.evaluate(T)
-            ar = np.abs(r)
+            ar = np.linalg.norm(r, axis=1)
             w = t.weight * front * np.where(ar <= t.huber, 1.0, t.huber / np.maximum(ar, 1e-12))
-            Jw = J * w[:, None]
+            J, r = J.reshape(-1, 6), r.reshape(-1)
+            Jw = J * np.repeat(w, len(r) // max(len(w), 1))[:, None]
             H += Jw.T @ J
             g += Jw.T @ r
         diag = np.diag(H)

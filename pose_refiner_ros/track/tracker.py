@@ -9,6 +9,8 @@ Gauss-Newton steps over
   nearest precomputed view, lines along its normals, this image's colours; the
   refiner's render-free modality ``refine.sparse_region``), with a colour model carried
   from frame to frame (``hist_rate``);
+- the texture modality (``track.texture``): corners inside the object followed from
+  the previous frame by optical flow, lifted onto the surface at the previous pose;
 - with a depth image, the depth modality (point-to-plane against the measured surface,
   as ``refine.sparse_depth``),
 
@@ -37,13 +39,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 import time
 
+import cv2
 import numpy as np
 
 from ..config_dict import dataclass_from_dict
 from ..refine.region import RegionConfig
 from ..solver.gauss_newton import SolverConfig
 from .measure import ViewArrays, match_depth, measure_lines, project_contour
-from .solve import LineResiduals, lm_steps, PlaneResiduals
+from .solve import LineResiduals, lm_steps, PlaneResiduals, PointResiduals
+from .texture import follow_surface, TextureConfig
 
 __all__ = ["TrackerConfig", "TrackResult", "Tracker"]
 
@@ -63,6 +67,7 @@ class TrackerConfig:
         depth_gate_m: depth matches further than this from the prediction are dropped.
         crop_size, crop_margin: the scale lengths are measured in (as the refiner's).
         region: the region modality's settings.
+        texture: the texture modality's (``track.texture``; RGB and RGB-D).
         solver: ``max_step_rad`` and ``min_depth_m`` are used.
     """
 
@@ -75,6 +80,7 @@ class TrackerConfig:
     crop_size: int = 128
     crop_margin: float = 1.4
     region: RegionConfig = RegionConfig()
+    texture: TextureConfig = TextureConfig()
     solver: SolverConfig = SolverConfig()
 
     def __post_init__(self):
@@ -92,7 +98,8 @@ class TrackerConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrackerConfig:
         return dataclass_from_dict(cls, d, "tracker config",
-                                   nested=(("region", RegionConfig), ("solver", SolverConfig)))
+                                   nested=(("region", RegionConfig), ("texture", TextureConfig),
+                                           ("solver", SolverConfig)))
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,7 @@ class Tracker:
         self.class_ids: list = []
         self.T: np.ndarray | None = None  # (B, 4, 4) float64
         self._hist: list = []  # per object: (hist_f, hist_b) or None
+        self._grey_prev: np.ndarray | None = None  # the previous frame, grey, for the texture
 
     def _model(self, class_id: str) -> ViewArrays:
         if class_id not in self._arrays:
@@ -164,6 +172,7 @@ class Tracker:
         self.T = (np.stack([np.asarray(T, np.float64) for _, T in objects])
                   if objects else None)
         self._hist = [None] * len(self.class_ids)
+        self._grey_prev = None
         for c in self.class_ids:
             self._model(c)  # built (or loaded) now, not on the first frame
 
@@ -234,20 +243,34 @@ class Tracker:
         if depth_m is not None:
             depth = np.nan_to_num(np.asarray(depth_m[y0:y1, x0:x1], np.float64),
                                   nan=0.0, posinf=0.0, neginf=0.0)
+        grey = None
+        if cfg.texture.weight > 0:
+            grey = cv2.cvtColor(image if image.dtype == np.uint8 else
+                                (np.clip(image, 0, 1) * 255).astype(np.uint8),
+                                cv2.COLOR_RGB2GRAY)
+            if self._grey_prev is not None and self._grey_prev.shape != grey.shape:
+                self._grey_prev = None
         results = []
         for k, c in enumerate(self.class_ids):
+            followed = None
+            if grey is not None and self._grey_prev is not None:
+                p, uv = follow_surface(self._model(c), self.T[k], K, self._grey_prev, grey,
+                                       cfg.texture)
+                followed = (p, (uv - [x0, y0]) / scales[k])
             T, q, hist = self._track_one(c, self.T[k], self._hist[k], img, K_roi, scales[k],
-                                         depth)
+                                         depth, followed)
             self.T[k], self._hist[k] = T, hist
             results.append((c, T.copy(), q))
+        self._grey_prev = grey
         ms = 1e3 * (time.perf_counter() - t0) / len(self.class_ids)
         return [TrackResult(c, T, q, bool(q < cfg.lost_below) or not np.all(np.isfinite(T)),
                             {"total": ms}) for c, T, q in results]
 
-    def _track_one(self, class_id, T, hist, img, K, px_scale, depth):
+    def _track_one(self, class_id, T, hist, img, K, px_scale, depth, followed=None):
         """One object's measurements and steps; returns ``(T, quality, hist)``, ``hist``
         being this frame's colours at the frame's starting pose (the colour model
-        follows the object)."""
+        follows the object). ``followed``: the texture modality's ``(pts_obj (n, 3),
+        uv (n, 2))``, scaled pixels of the region ``img``, or None."""
         cfg, rc = self.cfg, self.cfg.region
         va = self._model(class_id)
         K_s = K.copy()
@@ -270,6 +293,10 @@ class Tracker:
                                       cfg.solver.min_depth_m)
                 terms.append(PlaneResiduals(p, n, X, np.full(len(p), cfg.depth_weight), K_s,
                                             4.0, cfg.solver.min_depth_m))
+            if followed is not None and len(followed[0]):
+                terms.append(PointResiduals(followed[0], followed[1],
+                                            np.full(len(followed[0]), cfg.texture.weight),
+                                            K_s, cfg.texture.huber_px, cfg.solver.min_depth_m))
             T = lm_steps(T, terms, cfg.lm_iterations, max_step_rad=cfg.solver.max_step_rad)
             quality = lines.score
         return T, quality, new_hist
