@@ -46,8 +46,8 @@ from ..config_dict import dataclass_from_dict
 from ..refine.region import RegionConfig
 from ..solver.gauss_newton import SolverConfig
 from .measure import ViewArrays, match_depth, measure_lines, project_contour
-from .solve import LineResiduals, lm_steps, PlaneResiduals, PointResiduals
-from .texture import follow_surface, TextureConfig
+from .solve import LineResiduals, PlaneResiduals, PointResiduals, lm_steps
+from .texture import TextureConfig, follow_surface
 
 __all__ = ["TrackerConfig", "TrackResult", "Tracker"]
 
@@ -162,7 +162,7 @@ class Tracker:
                 va = self._model(class_id)
                 p = va.pts[va.valid]
                 lo, hi = p.min(0), p.max(0)
-                c = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
+                c = np.array(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1).T
             self._corner_cache[class_id] = c
         return self._corner_cache[class_id]
 

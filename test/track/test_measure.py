@@ -28,7 +28,7 @@ from pose_refiner_ros.track.measure import (
     project_contour,
     sample_bilinear,
 )
-from pose_refiner_ros.track.solve import LineResiduals, lm_steps, PlaneResiduals, PointResiduals
+from pose_refiner_ros.track.solve import LineResiduals, PlaneResiduals, PointResiduals, lm_steps
 
 SCALE = 1.7  # image pixels per scaled pixel
 CFG = RegionConfig()
