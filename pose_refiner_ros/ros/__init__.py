@@ -7,6 +7,7 @@
 - ``sync``         stamp matching and the newest-wins hand-over to the worker (pure Python)
 - ``diagnostics``  the node's counters and their DiagnosticArray
 - ``markers``      RViz markers of the published objects (meshes and labels)
+- ``startup``      what the node loads once (objects, refiner, model); failures name the fix
 - ``node``         ``RefinerNode``, the node
 - ``node_main``    ``main``, the ``refiner_node`` executable: start-up checks, then the node
 - ``ros_args``     the ``--ros-args`` (params files, ``-p``) checked before rclpy reads them

@@ -62,8 +62,9 @@ from .compressed import compressed_topic
 from .diagnostics import NodeStats, to_diagnostic_array
 from .frame_inputs import frame_images
 from .markers import MarkerState
-from .params import NodeParams, declare, refiner_from_params, resolve_path, validate
+from .params import NodeParams, declare, validate
 from .stamps import StampGuard, StampsMixin
+from .startup import StartupError, load_refiner
 from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, match_window_ns, stamp_to_ns
 from .target_class import check_target
 from .tracking import Tracked as _Tracked
@@ -86,10 +87,6 @@ INPUT_QOS = QoSProfile(
 )
 
 WARN_PERIOD_S = 5.0
-
-
-class StartupError(RuntimeError):
-    """The node cannot start; the message names the file or parameter and the fix."""
 
 
 def tf_frame_name(prefix: str, class_id: str, k: int) -> str:
@@ -124,10 +121,12 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
                 self.params: NodeParams = declare(self)
             except ValueError as e:
                 raise StartupError(str(e)) from None
-            self._load_refiner()
+            loaded = load_refiner(self.params, self.get_logger())
         except BaseException:
             self.destroy_node()
             raise
+        self.registry, self.refiner, self.mode = loaded.registry, loaded.refiner, loaded.mode
+        self._model_file, self._objects_file = loaded.model_file, loaded.objects_file
         p = self.params
         self.stats = NodeStats()
         self.stats.info.update(
@@ -203,66 +202,6 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             + f"; image {self._image_topic} ({p.image_transport})"
             + f"; tracking {'on' if p.tracking else 'off'}, depth {'on' if p.use_depth else 'off'}"
         )
-
-    # -- start-up --------------------------------------------------------------------------
-    def _load_refiner(self) -> None:
-        from ..mesh.registry import ObjectRegistry
-
-        p = self.params
-        try:
-            objects = resolve_path(p.objects_yaml, "objects_yaml")
-        except FileNotFoundError as e:
-            raise StartupError(
-                f"{e}; set the parameter objects_yaml to your objects YAML "
-                "(see README, 'Registering a mesh')"
-            ) from None
-        self._objects_file = str(objects)
-        try:
-            self.registry = ObjectRegistry.from_yaml(objects)
-        except Exception as e:  # RegistryError names the file and the fix; others get context
-            raise StartupError(
-                f"objects YAML {objects} (parameter objects_yaml) could not be loaded: {e}"
-            ) from None
-        if len(self.registry.class_ids) == 0:
-            raise StartupError(
-                f"objects YAML {objects} registers no objects; add at least one entry"
-            )
-
-        try:
-            self.refiner, model, self.mode = refiner_from_params(p, self.registry)
-        except FileNotFoundError as e:
-            raise StartupError(
-                f"{e}; train a model (`pose-refiner train`, see README), point the "
-                "parameter model_path at a checkpoint, or set mode:=region (or auto) to refine "
-                "without a trained model"
-            ) from None
-        except ValueError as e:
-            raise StartupError(f"invalid refiner settings: {e}") from None
-        except Exception as e:
-            raise StartupError(
-                f"model {p.model_path} (parameter model_path) could not be loaded: {e}"
-            ) from None
-        self._model_file = str(model) if model is not None else None
-        if not p.use_depth and self.mode in ("learned", "region") and (
-                self.refiner.cfg.region_polish or self.refiner.cfg.consensus_starts):
-            # The RGB refinement's render-free region steps need every object's contour
-            # model: built (or loaded from the cache) now, not on the first frame.
-            t0 = time.monotonic()
-            try:
-                for c in self.registry.class_ids:
-                    self.refiner.viewpoint_model(c)
-            except Exception as e:
-                raise StartupError(f"contour models of the objects in {objects} could not "
-                                   f"be built: {e}") from None
-            self.get_logger().info(
-                f"contour models of {len(self.registry.class_ids)} object(s) ready in "
-                f"{time.monotonic() - t0:.1f} s (built once per mesh, then cached)")
-        if p.mode == "auto" and model is None:
-            self.get_logger().warning(
-                f"mode auto: no trained model at {p.model_path}; refining with the "
-                "training-free optical flow (less accurate). Train one (`pose-refiner train`) "
-                "or set model_path."
-            )
 
     # -- helpers ---------------------------------------------------------------------------
     def _warn(self, reason: str, message: str) -> None:

@@ -7,7 +7,7 @@ naming the input and exit code 1, never a traceback:
 2. the params files are readable, and no value given for one of our parameters (in a
    params file or with ``-p``) has the wrong type (:mod:`.ros_args`);
 3. ``rclpy.init`` accepts the arguments (anything rcl still refuses, in one line);
-4. the node loads its objects and model (:class:`~.node.StartupError`).
+4. the node loads its objects and model (:class:`~.startup.StartupError`).
 
 This module imports no ROS at import time: ``node`` imports rclpy and the messages.
 """

@@ -1,0 +1,103 @@
+"""What the node loads once, at start-up: the objects YAML, the refiner with its model,
+and the contour models of the RGB refinement.
+
+:func:`load_refiner` turns every failure into a :class:`StartupError` whose message
+names the file or parameter and the fix; ``ros.node_main`` prints it as one line and
+exits with code 1 (README, "Behaviour", Start-up). rclpy is not imported: the logger is
+the node's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import time
+
+from .params import refiner_from_params, resolve_path
+
+__all__ = ["Loaded", "StartupError", "load_refiner"]
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; the message names the file or parameter and the fix."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What :func:`load_refiner` loaded.
+
+    Attributes:
+        registry: the :class:`~pose_refiner_ros.mesh.registry.ObjectRegistry`.
+        refiner: the :class:`~pose_refiner_ros.refine.refiner.Refiner`.
+        mode: the mode that runs (``auto`` resolved).
+        model_file: the checkpoint read, or None (training-free modes).
+        objects_file: the objects YAML read.
+    """
+
+    registry: object
+    refiner: object
+    mode: str
+    model_file: str | None
+    objects_file: str
+
+
+def load_refiner(p, logger) -> Loaded:
+    """Load what the node's parameters ``p`` name, logging to ``logger`` (a node's).
+
+    Raises:
+        StartupError: the objects YAML, a mesh, the model or the contour models cannot
+            be loaded, or the refiner settings are invalid.
+    """
+    from ..mesh.registry import ObjectRegistry
+
+    try:
+        objects = resolve_path(p.objects_yaml, "objects_yaml")
+    except FileNotFoundError as e:
+        raise StartupError(
+            f"{e}; set the parameter objects_yaml to your objects YAML "
+            "(see README, 'Registering a mesh')"
+        ) from None
+    try:
+        registry = ObjectRegistry.from_yaml(objects)
+    except Exception as e:  # RegistryError names the file and the fix; others get context
+        raise StartupError(
+            f"objects YAML {objects} (parameter objects_yaml) could not be loaded: {e}"
+        ) from None
+    if len(registry.class_ids) == 0:
+        raise StartupError(f"objects YAML {objects} registers no objects; add at least one entry")
+
+    try:
+        refiner, model, mode = refiner_from_params(p, registry)
+    except FileNotFoundError as e:
+        raise StartupError(
+            f"{e}; train a model (`pose-refiner train`, see README), point the "
+            "parameter model_path at a checkpoint, or set mode:=region (or auto) to refine "
+            "without a trained model"
+        ) from None
+    except ValueError as e:
+        raise StartupError(f"invalid refiner settings: {e}") from None
+    except Exception as e:
+        raise StartupError(
+            f"model {p.model_path} (parameter model_path) could not be loaded: {e}"
+        ) from None
+    if not p.use_depth and mode in ("learned", "region") and (
+            refiner.cfg.region_polish or refiner.cfg.consensus_starts):
+        # The RGB refinement's render-free region steps need every object's contour
+        # model: built (or loaded from the cache) now, not on the first frame.
+        t0 = time.monotonic()
+        try:
+            for c in registry.class_ids:
+                refiner.viewpoint_model(c)
+        except Exception as e:
+            raise StartupError(f"contour models of the objects in {objects} could not "
+                               f"be built: {e}") from None
+        logger.info(
+            f"contour models of {len(registry.class_ids)} object(s) ready in "
+            f"{time.monotonic() - t0:.1f} s (built once per mesh, then cached)")
+    if p.mode == "auto" and model is None:
+        logger.warning(
+            f"mode auto: no trained model at {p.model_path}; refining with the "
+            "training-free region (silhouette) mode (less accurate). Train one "
+            "(`pose-refiner train`) or set model_path."
+        )
+    return Loaded(registry, refiner, mode, str(model) if model is not None else None,
+                  str(objects))
