@@ -54,6 +54,7 @@ import numpy as np
 from . import bag_io as B
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
 from .report import format_summary
+from .report_header import settings
 
 #: Partial files that earlier versions of eval-bag, killed hard, left in ``--out``.
 STALE_PARTIALS = (".*_refined.partial", ".objects.*.jsonl.partial", ".report.*.partial")
@@ -468,13 +469,14 @@ def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: s
                     raise FileExistsError(f"{p} exists already; pass --overwrite or another --out")
         stage = Staging(out_dir, "eval-bag", stale=STALE_PARTIALS)
         ev = Evaluation(stage.path, f"eval-bag: {bag_path.name}")
-        meta = {"command": "eval-bag", "bag": str(bag_path), "storage": bag.storage,
-                "output_bag": str(out_bag), "objects": str(objects),
+        meta = {"command": "eval-bag", "mode": refiner.cfg.mode,
                 "model": str(model_file) if model_file else None,
+                "bag": str(bag_path), "storage": bag.storage,
+                "output_bag": str(out_bag), "objects": str(objects),
                 "ground_truth": gt_file or topics.ground_truth,
                 "topics": {f.name: getattr(topics, f.name) for f in fields(topics)},
                 "params": {f.name: getattr(params, f.name) for f in fields(params)},
-                "refiner": {k: str(v) for k, v in vars(refiner.cfg).items()},
+                "refiner": settings(refiner.cfg),
                 "device": str(refiner.device)}
         bar = None
         try:

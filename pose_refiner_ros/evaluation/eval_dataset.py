@@ -42,6 +42,7 @@ import numpy as np
 
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
 from .report import format_summary
+from .report_header import settings
 
 __all__ = ["BopEstimate", "read_bop_results", "write_bop_results", "evaluate_dataset",
            "add_subcommand"]
@@ -216,11 +217,11 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
             estimates[(e.scene_id, e.im_id)].append(e)
 
     name = f"{_safe(root.resolve().name)}-{_safe(split_name)}"
-    meta = {"command": "eval", "dataset": dataset, "split": split_name,
+    meta = {"command": "eval", "mode": refiner.cfg.mode, "dataset": dataset, "split": split_name,
             "initial_poses": results or f"perturbed ground truth (seed {seed})",
             "min_visib": min_visib if kind == "bop" else None, "grey_meshes": grey,
             "model": str(model_file) if model_file else None, "device": str(refiner.device),
-            "refiner": {k: str(v) for k, v in vars(refiner.cfg).items()},
+            "refiner": settings(refiner.cfg),
             "refined_csv": str(out_dir / f"poserefiner_{name}.csv"),
             "initial_csv": str(out_dir / f"poserefinerinit_{name}.csv")}
     stage = Staging(out_dir, "eval", stale=STALE_PARTIALS)

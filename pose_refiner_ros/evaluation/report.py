@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 
 from . import metrics as M
+from .report_header import header_lines, source_text
 
 __all__ = ["ObjectResult", "Evaluation", "evaluate_object", "match_ground_truth",
            "format_summary"]
@@ -200,6 +201,7 @@ class Evaluation:
         self._scores: list[float] = []
         self._score_err: list[tuple[float, float, float, bool]] = []  # score, e_R, add/d, div
         self._classes: list[str] = []  # class of each entry of _init / _ref
+        self._first_stamp_ns: int | None = None  # of the first object from a bag
         self._iters_R: list[list[float]] = []
         self._iters_t: list[list[float]] = []
         self.n_diverged = 0
@@ -217,6 +219,8 @@ class Evaluation:
     def add(self, r: ObjectResult) -> None:
         """One object's result; written to disk at once."""
         self._jsonl.write(json.dumps(r.to_json(), allow_nan=False) + "\n")
+        if self._first_stamp_ns is None and "stamp_ns" in r.key:
+            self._first_stamp_ns = int(r.key["stamp_ns"])
         self.n_objects += 1
         self.n_diverged += bool(r.diverged)
         self._scores.append(float(r.score))
@@ -410,10 +414,7 @@ class Evaluation:
         return files
 
     def _markdown(self, meta: dict, summary: dict, plots: dict[str, str]) -> str:
-        lines = [f"# {self.title}", ""]
-        for k, v in meta.items():
-            if not isinstance(v, (dict, list)):
-                lines.append(f"- **{k}**: `{v}`")
+        lines = header_lines(self.title, meta, self._first_stamp_ns)
         lines += ["", "## Summary", "",
                   f"- frames refined: {summary['frames']}",
                   f"- objects refined: {summary['objects']} (with ground truth: "
@@ -472,8 +473,7 @@ class Evaluation:
                                  "report.json)")
                     break
                 r = json.loads(line)
-                src = (f"{r['stamp_ns']}" if "stamp_ns" in r
-                       else f"{r.get('scene_id')}/{r.get('im_id')}")
+                src = source_text(r, self._first_stamp_ns)
                 mi, mr = r["metrics_init"], r["metrics_refined"]
                 lines.append(
                     f"| {r['frame']} | {src} | {r['class_id']} | {r['score']:.2f} | "

@@ -324,6 +324,11 @@ def test_eval_bag_outputs_bag_report_and_leaves_the_input_alone(made_bag, proced
     assert report["summary"]["metrics"] == summary["metrics"]
     md = (out / "report.md").read_text()
     assert "Metrics (coarse vs refined)" in md and "plots/errors.png" in md
+    # The head says what ran and with which settings; sources are times, not raw stamps.
+    assert "- **mode**: `flow`" in md and "| sync_mode | `exact` |" in md
+    assert f"| iterations | `{flow_refiner.cfg.iterations}` |" in md
+    assert report["meta"]["mode"] == "flow" and report["meta"]["refiner"]["crop_size"] == 64
+    assert "+0.000 s" in md and str(image_stamps[0]) not in md.split("## Per-object")[1]
     for name in ("errors.png", "iterations.png", "confidence.png"):
         assert (out / "plots" / name).stat().st_size > 1000
 
