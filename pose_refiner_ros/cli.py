@@ -24,7 +24,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train or fine-tune the network on synthetic data from meshes",
               "pose_refiner_ros.train.command:add_subcommand"),
     "refine": ("refine object poses in one image file: JSON and overlay",
-               "pose_refiner_ros.refine.command:add_subcommand"),
+               "pose_refiner_ros.image_files.command:add_subcommand"),
     "make-bag": ("write a ROS 2 bag with known answers, from synthetic scenes or a BOP dataset",
                  "pose_refiner_ros.evaluation.make_bag:add_subcommand"),
     "bench": ("benchmark every method on the held-out synthetic set: accuracy, time, scaling",
