@@ -1,7 +1,7 @@
 """The sample input of ``pose-refiner refine`` shipped in ``examples/refine/``.
 
 One synthetic 320x240 scene of three of the demo objects (``models/demo``), JPEG at
-quality 92 (about 26 KB), with its ``camera.json``, the coarse poses ``initial.json``
+quality 92 (about 12 KB), with its ``camera.json``, the coarse poses ``initial.json``
 (the protocol's perturbation of the truth) and the true poses ``ground_truth.json`` (the
 same format), and an ``objects.yaml`` that registers the demo meshes where they are.
 Regenerate with ``python -m pose_refiner_ros.image_files.sample examples/refine``.
