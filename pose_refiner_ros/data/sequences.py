@@ -171,5 +171,9 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
             full = frags.mask[k].sum().item()
             vis = (who == k).sum().item() / full if full else 0.0
             objs.append((all_models[k].class_id, T[k].copy(), float(vis)))
-        yield SequenceFrame(image_rgb=(img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+        # C order, as a camera driver delivers it: NumPy keeps the permuted (planar)
+        # layout through arithmetic, and consumers paid for it (tracking 8.5 against
+        # 5.8 ms per frame).
+        rgb8 = np.ascontiguousarray((img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        yield SequenceFrame(image_rgb=rgb8,
                             depth_m=depth_s.numpy().astype(np.float32), K=K, objects=objs)

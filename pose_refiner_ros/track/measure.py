@@ -122,7 +122,7 @@ def sample_bilinear(img: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.nd
     half a pixel of the image. OpenCV's ``remap`` does the interpolation (about 9x
     faster than NumPy gathers here)."""
     H, W = img.shape[:2]
-    p = pos.astype(np.float32)
+    p = pos.astype(np.float32, copy=False)
     out = cv2.remap(img, p[..., 0], p[..., 1], cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
     if out.ndim == 2:
@@ -214,24 +214,30 @@ def measure_lines(img: np.ndarray, c: Contour, px_scale: float, cfg: RegionConfi
             ``c`` was projected with intrinsics of that region, scaled).
         px_scale: image pixels per scaled pixel.
         cfg: region settings (lengths in scaled pixels); half_len_px: the lines'.
-        hist: optional ``(hist_f, hist_b)`` of earlier frames, blended with this
-            measurement's with weight ``hist_rate`` (tracking).
+        hist: optional ``(hist_f, hist_b)`` of earlier frames or measurements, blended
+            with this measurement's with weight ``hist_rate`` (tracking); with
+            ``hist_rate`` 0 they are used as they are and no colours are sampled.
     """
     M = cfg.samples
     s = np.linspace(-half_len_px, half_len_px, M)
-    n, uv = c.normal[:, None, :], c.uv[:, None, :]
-    rgb_l, in_l = sample_bilinear(img, (uv + s[None, :, None] * n) * px_scale)
-    a = np.arange(cfg.gap_px, cfg.band_px, dtype=np.float64) + 0.5
-    band = np.concatenate([-a[::-1], a])
-    rgb_b, in_b = sample_bilinear(img, (uv + band[None, :, None] * n) * px_scale)
-    inner = (band < 0) & (-band <= c.fg_px[:, None])
-    outer = (band > 0) & (band <= c.bg_px[:, None])
-    idx_b = _bins(rgb_b, cfg.bins).ravel()
-    h_f = _histogram(idx_b, (in_b & inner).ravel().astype(np.float64), cfg.bins)
-    h_b = _histogram(idx_b, (in_b & outer).ravel().astype(np.float64), cfg.bins)
-    if hist is not None:
-        h_f = (1 - hist_rate) * hist[0] + hist_rate * h_f
-        h_b = (1 - hist_rate) * hist[1] + hist_rate * h_b
+    # Sample positions in float32 (what OpenCV reads), in image pixels.
+    n = (c.normal * px_scale).astype(np.float32)[:, None, :]
+    uv = (c.uv * px_scale).astype(np.float32)[:, None, :]
+    rgb_l, in_l = sample_bilinear(img, uv + s.astype(np.float32)[None, :, None] * n)
+    if hist is not None and hist_rate == 0:
+        h_f, h_b = hist
+    else:
+        a = np.arange(cfg.gap_px, cfg.band_px, dtype=np.float64) + 0.5
+        band = np.concatenate([-a[::-1], a])
+        rgb_b, in_b = sample_bilinear(img, uv + band.astype(np.float32)[None, :, None] * n)
+        inner = (band < 0) & (-band <= c.fg_px[:, None])
+        outer = (band > 0) & (band <= c.bg_px[:, None])
+        idx_b = _bins(rgb_b, cfg.bins).ravel()
+        h_f = _histogram(idx_b, (in_b & inner).ravel().astype(np.float64), cfg.bins)
+        h_b = _histogram(idx_b, (in_b & outer).ravel().astype(np.float64), cfg.bins)
+        if hist is not None:
+            h_f = (1 - hist_rate) * hist[0] + hist_rate * h_f
+            h_b = (1 - hist_rate) * hist[1] + hist_rate * h_b
     pf = (h_f / (h_f + h_b))[_bins(rgb_l, cfg.bins)]
     # Usable samples: in the image and within the model's unbroken silhouette (inside)
     # or free space (outside), up to the first failure from the edge outwards.

@@ -51,7 +51,8 @@ class LineResiduals:
         """``(r (N, 1), J (N, 1, 6) or None, front (N,) bool)`` at ``T``."""
         pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
         front = pc[:, 2] > self.min_depth_m
-        pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+        if not front.all():
+            pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
         fx, fy = self.K_s[0, 0], self.K_s[1, 1]
         iz = 1.0 / pc[:, 2]
         u = fx * pc[:, 0] * iz + self.K_s[0, 2]
@@ -88,7 +89,8 @@ class PlaneResiduals:
     def evaluate(self, T: np.ndarray, jacobian: bool = True):
         pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
         front = pc[:, 2] > self.min_depth_m
-        pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+        if not front.all():
+            pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
         f_over_z = 0.5 * (self.K_s[0, 0] + self.K_s[1, 1]) / pc[:, 2]
         n = self.normals_obj @ T[:3, :3].T
         r = (((pc - self.X_cam) * n).sum(-1) * f_over_z)[:, None]
@@ -118,7 +120,8 @@ class PointResiduals:
         """``(r (N, 2), J (N, 2, 6) or None, front (N,) bool)`` at ``T``."""
         pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
         front = pc[:, 2] > self.min_depth_m
-        pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+        if not front.all():
+            pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
         fx, fy = self.K_s[0, 0], self.K_s[1, 1]
         X, Y, iz = pc[:, 0], pc[:, 1], 1.0 / pc[:, 2]
         r = np.stack([fx * X * iz + self.K_s[0, 2], fy * Y * iz + self.K_s[1, 2]], 1) - self.uv
@@ -131,18 +134,25 @@ class PointResiduals:
         return r, np.concatenate([d_uv, np.cross(pc[:, None], d_uv)], 2), front
 
 
-def _huber(x: np.ndarray, delta: float) -> np.ndarray:
-    return np.where(x <= delta, 0.5 * x * x, delta * (x - 0.5 * delta))
+def _norm(r: np.ndarray) -> np.ndarray:
+    """(N, k) -> (N,) residual norms."""
+    return np.abs(r[:, 0]) if r.shape[1] == 1 else np.sqrt((r * r).sum(1))
+
+
+def _robust(r: np.ndarray, front: np.ndarray, huber: float) -> np.ndarray:
+    """Per-point Huber cost; a point behind the camera costs the value of four
+    thresholds (bounded, as ``solver.gauss_newton``)."""
+    x = _norm(r)
+    return np.where(front, np.where(x <= huber, 0.5 * x * x, huber * (x - 0.5 * huber)),
+                    3.5 * huber**2)
 
 
 def _cost(T: np.ndarray, terms) -> float:
-    """Weighted robust cost normalised by the total weight (a point behind the camera
-    costs the Huber value of four thresholds, as ``solver.gauss_newton``)."""
+    """Weighted robust cost normalised by the total weight."""
     cost = wsum = 0.0
     for t in terms:
         r, _, front = t.evaluate(T, jacobian=False)
-        rob = np.where(front, _huber(np.linalg.norm(r, axis=1), t.huber), 3.5 * t.huber**2)
-        cost += float(t.weight @ rob)
+        cost += float(t.weight @ _robust(r, front, t.huber))
         wsum += float(t.weight.sum())
     return cost / max(wsum, 1e-9)
 
@@ -172,17 +182,22 @@ def lm_steps(T: np.ndarray, terms, iterations: int = 1, damping: float = 1e-3,
     ``max_step_rad``, and is taken only if it does not raise the robust cost (else the
     damping grows tenfold); returns the new (4, 4) pose."""
     lam = damping
-    cost = _cost(T, terms)
+    cost = None
     for _ in range(iterations):
         H, g = np.zeros((6, 6)), np.zeros(6)
+        c_sum = w_sum = 0.0
         for t in terms:
             r, J, front = t.evaluate(T)
-            ar = np.linalg.norm(r, axis=1)
+            if cost is None:  # the cost at the start, from the same residuals
+                c_sum += float(t.weight @ _robust(r, front, t.huber))
+                w_sum += float(t.weight.sum())
+            ar = _norm(r)
             w = t.weight * front * np.where(ar <= t.huber, 1.0, t.huber / np.maximum(ar, 1e-12))
-            J, r = J.reshape(-1, 6), r.reshape(-1)
-            Jw = J * np.repeat(w, len(r) // max(len(w), 1))[:, None]
-            H += Jw.T @ J
-            g += Jw.T @ r
+            Jw = J * w[:, None, None]
+            H += np.einsum("nki,nkj->ij", Jw, J)
+            g += np.einsum("nki,nk->i", Jw, r)
+        if cost is None:
+            cost = c_sum / max(w_sum, 1e-9)
         diag = np.diag(H)
         A = H + lam * np.diag(diag) + 1e-9 * (diag.mean() + 1.0) * np.eye(6)
         xi = -np.linalg.solve(A, g)

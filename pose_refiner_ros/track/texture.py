@@ -51,8 +51,8 @@ class TextureConfig:
     weight: float = 0.3
     huber_px: float = 0.5
     max_points: int = 100
-    window_px: int = 15
-    levels: int = 2
+    window_px: int = 11
+    levels: int = 1
     max_fb_px: float = 0.5
     min_eig: float = 1e-3
 

@@ -235,7 +235,9 @@ class Tracker:
         x1, y1 = (int(np.clip(np.ceil(hi[i]) + 1, v + 1, s))
                   for i, s, v in ((0, W, x0), (1, H, y0)))
         roi = image[y0:y1, x0:x1]
-        img = roi.astype(np.float32) / 255.0 if roi.dtype == np.uint8 else roi.astype(np.float32)
+        img = np.ascontiguousarray(roi, dtype=np.float32)  # pixel-interleaved for OpenCV
+        if roi.dtype == np.uint8:
+            img /= 255.0
         K_roi = K.copy()
         K_roi[0, 2] -= x0
         K_roi[1, 2] -= y0
