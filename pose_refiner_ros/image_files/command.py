@@ -42,6 +42,16 @@ def _result_to_json(r) -> dict:
     }
 
 
+def overlay_object(r):
+    """How a result is drawn: coarse and refined contours, the score; one that is not
+    trusted shows the pose it was refused at (``iterates[-1]`` when the coarse is kept)."""
+    from ..render.overlay import OverlayObject
+
+    T = r.iterates[-1] if r.kept_coarse and len(r.iterates) else r.T_cam_obj
+    return OverlayObject(r.class_id, T_coarse=r.T_cam_obj_init, T_refined=T, score=r.score,
+                         trusted=not r.diverged, note="(coarse kept)" if r.kept_coarse else "")
+
+
 def result_lines(results, batch_ms: float) -> list[str]:
     """What ``refine`` prints: one line per object (score, and why it is not trusted),
     then the batch's time, once."""
@@ -92,15 +102,10 @@ def run(args) -> int:
     Path(args.out).write_text(json.dumps([_result_to_json(r) for r in results], indent=2))
     print("\n".join(result_lines(results, batch_ms)))
     if args.overlay:
-        from ..render.overlay import COARSE_RGB, REFINED_RGB, draw_contours
+        from ..render.overlay import draw_overlay
 
-        uniq = list(dict.fromkeys(r.class_id for r in results))
-        meshes = [refiner.render_mesh(c) for c in uniq]
-        idx = [uniq.index(r.class_id) for r in results]
-        img = draw_contours(rgb, refiner.renderer, meshes, idx, cam.K,
-                            [r.T_cam_obj_init for r in results], COARSE_RGB)
-        img = draw_contours(img, refiner.renderer, meshes, idx, cam.K,
-                            [r.T_cam_obj for r in results], REFINED_RGB)
+        img = draw_overlay(rgb, refiner.renderer, refiner.render_mesh, cam.K,
+                           [overlay_object(r) for r in results])
         cv2.imwrite(args.overlay, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.out}" + (f" and {args.overlay}" if args.overlay else ""))
     return 0
@@ -115,7 +120,9 @@ def add_subcommand(subparsers, name: str, help_text: str) -> None:
     p.add_argument("--objects", required=True, help="objects YAML (the mesh registry)")
     p.add_argument("--poses", required=True, help="initial poses JSON")
     p.add_argument("--out", required=True, help="refined poses JSON to write")
-    p.add_argument("--overlay", help="PNG with coarse (orange) and refined (green) contours")
+    p.add_argument("--overlay", help="PNG of the image with the coarse (orange) and refined "
+                   "(green; dashed magenta when not trusted) contours, a label and score per "
+                   "object and a legend")
     p.add_argument("--depth", help="optional registered depth image (16-bit PNG)")
     p.add_argument("--depth-scale", type=float, default=0.001,
                    help="metres per depth unit (0.001: millimetres)")

@@ -45,7 +45,6 @@ from pose_refiner_ros.resources import share_dir
 DEMO_OBJECTS = {"mug": ("val", 2), "compound": ("val", 3), "lshape": ("val", 6), "box": ("val", 7)}
 SEED = 2024
 FRAME_ID = "demo_camera_optical_frame"
-GT_RGB = (40, 120, 255)
 
 
 def write_demo_objects(out_dir: str | Path) -> Path:
@@ -489,7 +488,7 @@ def run_demo(args: argparse.Namespace) -> int:
             rows = frame_rows(registry, frame, res)
             rows_all += rows
             png = out_dir / f"frame_{i:03d}.png"
-            save_overlay(png, res["debug"], registry, frame)
+            save_overlay(png, registry, frame, res)
             print(
                 f"\n  frame {i + 1}/{len(frames)}: {len(frame.objects)} objects, "
                 f"latency {latency_ms:.0f} ms "
@@ -510,17 +509,20 @@ def run_demo(args: argparse.Namespace) -> int:
     return status
 
 
+def published_poses(res: dict) -> dict:
+    """TF name -> (T_cam_obj, score) of the objects the node published for a frame."""
+    from . import conversions as conv
+
+    return {det.id: (conv.pose_to_matrix(det.results[0].pose.pose),
+                     det.results[0].hypothesis.score)
+            for det in res["detections"].detections}
+
+
 def frame_rows(registry, frame: DemoFrame, res: dict) -> list:
     """Per object of a frame: errors of the coarse and (when published) refined pose."""
-    from . import conversions as conv
     from .node import tf_frame_name
 
-    published = {}
-    for det in res["detections"].detections:
-        published[det.id] = (
-            conv.pose_to_matrix(det.results[0].pose.pose),
-            det.results[0].hypothesis.score,
-        )
+    published = published_poses(res)
     counts, rows = {}, []
     for cid, T_gt, T_init in frame.objects:
         k = counts.get(cid, 0)
@@ -541,27 +543,28 @@ def frame_rows(registry, frame: DemoFrame, res: dict) -> list:
     return rows
 
 
-def save_overlay(path: Path, debug_msg, registry, frame: DemoFrame) -> None:
-    """The node's debug image (coarse and refined contours) plus the ground truth."""
+def save_overlay(path: Path, registry, frame: DemoFrame, res: dict) -> None:
+    """The frame with, per object, the ground truth (under the rest), the coarse pose,
+    and the refined pose the node published with its score, or "withheld"."""
     import cv2
 
     from ..render.base import RenderMesh, make_renderer
-    from ..render.overlay import draw_contours
-    from . import conversions as conv
+    from ..render.overlay import OverlayObject, draw_overlay
+    from .node import tf_frame_name
 
-    image = conv.image_to_rgb(debug_msg)
-    ids = list(dict.fromkeys(c for c, _, _ in frame.objects))
-    meshes = [RenderMesh.from_object(registry[c], "cpu") for c in ids]
-    image = draw_contours(
-        image,
-        make_renderer("torch"),
-        meshes,
-        [ids.index(c) for c, _, _ in frame.objects],
-        frame.K,
-        [T for _, T, _ in frame.objects],
-        GT_RGB,
-        thickness=1,
-    )
+    published = published_poses(res)
+    meshes: dict = {}
+    counts: dict = {}
+    objects = []
+    for cid, T_gt, T_init in frame.objects:
+        k = counts.get(cid, 0)
+        counts[cid] = k + 1
+        T, score = published.get(tf_frame_name("refined_", cid, k), (None, None))
+        objects.append(OverlayObject(cid, T_coarse=T_init, T_refined=T, T_gt=T_gt, score=score,
+                                     note="" if T is not None else "withheld"))
+    image = draw_overlay(frame.image_rgb, make_renderer("torch"),
+                         lambda c: meshes.setdefault(c, RenderMesh.from_object(registry[c], "cpu")),
+                         frame.K, objects)
     cv2.imwrite(str(path), image[..., ::-1])
 
 

@@ -59,6 +59,7 @@ from visualization_msgs.msg import MarkerArray
 
 from . import conversions as conv
 from .compressed import compressed_topic
+from .debug_image import debug_object
 from .diagnostics import NodeStats, to_diagnostic_array
 from .frame_inputs import frame_images
 from .markers import MarkerState
@@ -534,8 +535,10 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
         objects = list(zip(class_ids, Ts, strict=True))
         results = self.refiner.refine(image, K, objects, depth_m=depth) if objects else []
         published, out = [], []  # out: (name, class_id, T, score) as published
+        shown = []  # the debug image's objects
         for name, r in zip(names, results, strict=True):
             confident = (not r.diverged) and r.score >= p.confidence_threshold
+            shown.append(debug_object(r, confident, p.low_confidence_action))
             if confident:
                 out.append((name, r.class_id, r.T_cam_obj, r.score))
                 published.append(_Tracked(name, r.class_id, r.T_cam_obj, r.score))
@@ -557,20 +560,18 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
                 published.append(_Tracked(name, r.class_id, r.T_cam_obj_init, r.score))
         update_track(published)
         self.stats.count("objects.refined", len(results))
-        self._finish_frame(header, out, results, t_recv, image, K, class_ids, Ts)
+        self._finish_frame(header, out, results, t_recv, image, K, shown)
 
-    def _finish_frame(self, header, out, results, t_recv, image, K, class_ids, Ts) -> None:
+    def _finish_frame(self, header, out, results, t_recv, image, K, shown) -> None:
         """Publish ``out`` (name, class_id, T, score), count it, time the frame, and draw
-        the debug image of ``class_ids`` at ``Ts`` (the poses the frame started from)
-        while someone subscribes."""
+        the debug image of ``shown`` (``render.overlay.OverlayObject``) while someone
+        subscribes."""
         self._publish(header, out)
         self.stats.count("objects.published", len(out))
         ms = results[0].timing_ms.get("total") if results else None
         self.stats.frame_done(1e3 * (time.monotonic() - t_recv), ms)
         if self.pub_debug.get_subscription_count() > 0:
-            self._publish_debug(
-                header, image, K, class_ids, Ts, [o[2] for o in out], [o[1] for o in out]
-            )
+            self._publish_debug(header, image, K, shown)
 
     def _publish(self, header, out) -> None:
         p = self.params
@@ -603,34 +604,10 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             else:
                 self.pub_tf.publish(TFMessage(transforms=tfs))
 
-    def _publish_debug(
-        self, header, image, K, class_ids, Ts_coarse, Ts_refined, refined_ids
-    ) -> None:
-        from ..render.overlay import COARSE_RGB, REFINED_RGB, draw_contours
+    def _publish_debug(self, header, image, K, shown) -> None:
+        from ..render.overlay import draw_overlay
 
-        ids = list(dict.fromkeys(class_ids))
-        meshes = [self.refiner.render_mesh(c) for c in ids]
-        out = image
-        if Ts_coarse:
-            out = draw_contours(
-                out,
-                self.refiner.renderer,
-                meshes,
-                [ids.index(c) for c in class_ids],
-                K,
-                list(Ts_coarse),
-                COARSE_RGB,
-            )
-        if Ts_refined:
-            out = draw_contours(
-                out,
-                self.refiner.renderer,
-                meshes,
-                [ids.index(c) for c in refined_ids],
-                K,
-                list(Ts_refined),
-                REFINED_RGB,
-            )
+        out = draw_overlay(image, self.refiner.renderer, self.refiner.render_mesh, K, shown)
         self.pub_debug.publish(conv.rgb_to_image(out, header))
 
     # -- shutdown --------------------------------------------------------------------------

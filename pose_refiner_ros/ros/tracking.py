@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from . import conversions as conv
+from .debug_image import tracked_object
 
 __all__ = ["Tracked", "TrackingMixin"]
 
@@ -86,6 +87,7 @@ class TrackingMixin:
                                                 for k in redo], depth_m=depth)
             refined = dict(zip(redo, rr, strict=True))
         out, keep, published, lost = [], [], [], []
+        shown = []  # the debug image's objects
         for k, (o, r) in enumerate(zip(track.objects, results, strict=True)):
             T, score = r.T_cam_obj, r.quality
             if k in refined:
@@ -97,7 +99,10 @@ class TrackingMixin:
                         self.stats.count("tracks.reregistered")
                 elif r.lost:
                     lost.append((o.name, o.class_id, r.T_cam_obj, r.quality))
+                    shown.append(tracked_object(o.class_id, o.T_cam_obj, r.T_cam_obj,
+                                                r.quality, lost=True))
                     continue
+            shown.append(tracked_object(o.class_id, o.T_cam_obj, T, score, lost=False))
             keep.append(k)
             out.append((o.name, o.class_id, T, score))
             published.append(Tracked(o.name, o.class_id, T, score))
@@ -116,6 +121,4 @@ class TrackingMixin:
             self._track = (replace(track, stamp_ns=stamp, objects=tuple(published))
                            if published else None)
         self.stats.count("objects.tracked", len(results))
-        self._finish_frame(header, out, results, t_recv, image, K,
-                           [o.class_id for o in track.objects],
-                           [o.T_cam_obj for o in track.objects])
+        self._finish_frame(header, out, results, t_recv, image, K, shown)

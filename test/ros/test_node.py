@@ -208,6 +208,11 @@ def test_target_class_and_debug_image(session):
         assert (debug.height, debug.width, debug.encoding) == (*frame.image_rgb.shape[:2], "rgb8")
         img = np.frombuffer(debug.data, np.uint8).reshape(debug.height, debug.width, 3)
         assert (img != frame.image_rgb).any(axis=2).sum() > 100  # contours were drawn
+        from pose_refiner_ros.render.overlay import COARSE_RGB
+
+        assert (np.abs(img.astype(int) - COARSE_RGB).max(-1) < 30).sum() > 50  # coarse poses
+        corner = (slice(-8, -3), slice(-8, -3))  # inside the legend's dark box, bottom right
+        assert img[corner].mean() < 0.5 * frame.image_rgb[corner].mean()
     finally:
         peer.unsubscribe_debug()
         peer.set_parameters(target_class_id="")
