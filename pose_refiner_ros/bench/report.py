@@ -250,17 +250,22 @@ def write_plot(record: dict, path: Path) -> None:
         y = np.arange(len(timed))
         totals = np.array([t["total"]["median"] for _, t in timed])
         p95 = np.array([t["total"]["p95"] for _, t in timed])
-        xmax = 1.25 * max(p95[totals <= 5 * np.median(totals)].max(), 1e-3)
+        xmax = 1.35 * max(p95[totals <= 5 * np.median(totals)].max(), 1e-3)
         left = np.zeros(len(timed))
         for st in _STAGES:
             w = np.array([t[st]["median"] for _, t in timed])
             ax.barh(y, w, left=left, label=st)
             left += w
         ax.plot(p95, y, "k|", ms=12, label="p95 total")
+        # Labels right of the bar's end (inside, in white, only for a bar running off
+        # the axis): a label ending at a short bar's end ran into the method names.
         for yi, tot in zip(y, totals, strict=True):
-            ax.text(min(tot, xmax) * 0.98, yi, f"{tot:.0f} ms" if tot < 1e4 else
-                    f"{tot / 1e3:.1f} s", ha="right", va="center", fontsize=7, color="white"
-                    if tot > xmax else "black")
+            text = f"{tot:.0f} ms" if tot < 1e4 else f"{tot / 1e3:.1f} s"
+            if tot > xmax:
+                ax.text(xmax * 0.98, yi, text, ha="right", va="center", fontsize=7,
+                        color="white")
+            else:
+                ax.text(tot + 0.01 * xmax, yi, text, ha="left", va="center", fontsize=7)
         ax.set_xlim(0, xmax)
         ax.set_yticks(y, [n for n, _ in timed], fontsize=8)
         ax.set_xlabel("ms per object (median per stage)")

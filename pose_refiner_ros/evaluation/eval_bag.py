@@ -53,6 +53,7 @@ import numpy as np
 
 from . import bag_io as B
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
+from .published import publish_decision
 from .report import format_summary
 from .report_header import settings
 
@@ -373,7 +374,9 @@ class _Run:
                                class_id=r.class_id, score=r.score, diverged=r.diverged,
                                reason=r.reason, T_init=r.T_cam_obj_init, T_refined=r.T_cam_obj,
                                timing_ms=r.timing_ms, iterations=r.iterations, mode=r.mode,
-                               score_coarse=r.score_coarse, kept_coarse=r.kept_coarse)
+                               score_coarse=r.score_coarse, kept_coarse=r.kept_coarse,
+                               published=publish_decision(r, p.confidence_threshold,
+                                                          p.low_confidence_action))
             if j is not None:
                 rec.T_gt = gt[j][1]
                 (rec.metrics_init, rec.metrics_refined, rec.e_R_iter_deg,
@@ -468,7 +471,8 @@ def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: s
                 if p.exists():
                     raise FileExistsError(f"{p} exists already; pass --overwrite or another --out")
         stage = Staging(out_dir, "eval-bag", stale=STALE_PARTIALS)
-        ev = Evaluation(stage.path, f"eval-bag: {bag_path.name}")
+        ev = Evaluation(stage.path, f"eval-bag: {bag_path.name}",
+                        confidence_threshold=params.confidence_threshold)
         meta = {"command": "eval-bag", "mode": refiner.cfg.mode,
                 "model": str(model_file) if model_file else None,
                 "bag": str(bag_path), "storage": bag.storage,

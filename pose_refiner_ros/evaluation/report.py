@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 
 from . import metrics as M
+from .published import as_published, published_lines
 from .report_header import header_lines, source_text
 
 __all__ = ["ObjectResult", "Evaluation", "evaluate_object", "match_ground_truth",
@@ -55,6 +56,9 @@ class ObjectResult:
         score_coarse: the refiner's region score of the coarse pose (None without the
             region modality).
         kept_coarse: the refiner did not trust its refinement and returned the coarse pose.
+        published: what the node would publish (``eval-bag``): ``"refined"`` (confident),
+            ``"coarse"`` (low confidence, ``publish_coarse``) or ``""`` (withheld); None
+            where no node rule applies (``eval``).
         e_R_iter_deg, t_err_iter_m: rotation / translation error of the initial pose and
             of every iterate (empty without ground truth).
     """
@@ -77,6 +81,7 @@ class ObjectResult:
     t_err_iter_m: list = field(default_factory=list)
     score_coarse: float | None = None
     kept_coarse: bool = False
+    published: str | None = None
 
     def to_json(self) -> dict:
         def mat(T):
@@ -87,7 +92,7 @@ class ObjectResult:
             "score": round(float(self.score), 6), "diverged": bool(self.diverged),
             "score_coarse": (None if self.score_coarse is None
                              else round(float(self.score_coarse), 6)),
-            "kept_coarse": bool(self.kept_coarse),
+            "kept_coarse": bool(self.kept_coarse), "published": self.published,
             "reason": self.reason, "iterations": int(self.iterations), "mode": self.mode,
             "timing_ms": {k: round(float(v), 3) for k, v in self.timing_ms.items()},
             "T_init": mat(self.T_init), "T_refined": mat(self.T_refined), "T_gt": mat(self.T_gt),
@@ -181,12 +186,17 @@ class Evaluation:
     Args:
         out_dir: the directory the report goes into (created).
         title: the report's title.
+        confidence_threshold: the node's threshold (``eval-bag``): drawn in the confidence
+            plot, and the summary also gives the metrics of the objects as published.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, title: str):
+    def __init__(self, out_dir: str | os.PathLike, title: str,
+                 confidence_threshold: float | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.title = title
+        self.confidence_threshold = confidence_threshold
+        self._published: list[str | None] = []  # per entry of _init / _ref
         fd, name = tempfile.mkstemp(prefix=".objects.", suffix=".jsonl.partial",
                                     dir=self.out_dir)
         self._jsonl_path = Path(name)
@@ -230,6 +240,7 @@ class Evaluation:
             self._init.append(r.metrics_init)
             self._ref.append(r.metrics_refined)
             self._classes.append(r.class_id)
+            self._published.append(r.published)
             m = r.metrics_refined
             self._score_err.append((float(r.score), m.e_R_deg, m.add_or_adds_m / m.diameter_m,
                                     bool(r.diverged)))
@@ -252,6 +263,8 @@ class Evaluation:
             timing["frames_per_s"] = round(self.frames / elapsed_s, 3) if elapsed_s > 0 else None
         out["timing"] = timing
         out["metrics"] = M.compare(self._init, self._ref) if self._ref else None
+        out["as_published"] = as_published(self._init, self._ref, self._published)
+        out["threshold"] = self.confidence_threshold
         out["per_class"] = self._per_class() if self._ref else None
         out["calibration"] = self._calibration() if len(self._score_err) >= 4 else None
         if self._scores:
@@ -400,9 +413,19 @@ class Evaluation:
             for ax, col, label in ((axes[0], 1, "refined e_R (deg)"),
                                    (axes[1], 2, "refined ADD(-S) / diameter")):
                 y = np.clip(a[:, col], 1e-4, None)
-                ax.scatter(a[~div, 0], y[~div], s=10, label="accepted")
+                t = self.confidence_threshold
+                ok = ~div & (a[:, 0] >= (t if t is not None else -np.inf))
+                ax.scatter(a[ok, 0], y[ok], s=10,
+                           label="published" if t is not None else "not flagged")
+                low = ~div & ~ok
+                if low.any():
+                    ax.scatter(a[low, 0], y[low], s=10, marker="^",
+                               label="below threshold: withheld")
                 if div.any():
                     ax.scatter(a[div, 0], y[div], s=10, marker="x", label="diverged")
+                if t is not None:
+                    ax.axvline(t, color="crimson", lw=1, ls="--",
+                               label=f"confidence_threshold {t:g}")
                 ax.set_xlabel("confidence (score)")
                 ax.set_ylabel(label)
                 ax.set_yscale("log")
@@ -443,6 +466,18 @@ class Evaluation:
             for k in m["n_worse"]:
                 lines.append(f"| {k} | {m['n_worse'][k]} | {m['n_better'][k]} |")
             lines += ["", "### Per class", "", *_per_class_lines(summary.get("per_class") or {})]
+        ap = summary.get("as_published")
+        if ap:
+            lines += ["", "## As published", "", "The metrics above are of every refined "
+                      "object; the node publishes only confident ones (not diverged, score at "
+                      "or above confidence_threshold).", ""]
+            lines += [f"- {ln.strip()}" for ln in published_lines(ap, self.confidence_threshold)]
+            if ap["metrics"]:
+                lines += ["", "| metric | coarse | as published |", "|---|---:|---:|"]
+                for k in ap["metrics"]["refined"]:
+                    if k != "n":
+                        lines.append(f"| {k} | {_fmt(ap['metrics']['initial'][k])} | "
+                                     f"{_fmt(ap['metrics']['refined'][k])} |")
         if summary.get("calibration"):
             lines += ["", "### Confidence calibration (refined poses by score quartile)", "",
                       "| quartile | score range | n | median e_R (deg) | ADD(-S)@0.1d |",
@@ -545,5 +580,6 @@ def format_summary(summary: dict, out_dir: Path) -> str:
                      f"({100 * w['e_R_deg'] / max(m['n'], 1):.1f}%)")
         if summary.get("per_class"):
             lines += _per_class_lines(summary["per_class"])
+        lines += published_lines(summary.get("as_published"), summary.get("threshold"))
     lines.append(f"report: {out_dir / 'report.md'}")
     return "\n".join(lines)

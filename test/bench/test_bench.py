@@ -169,3 +169,25 @@ def test_cli_signalled_while_moving_in_completes_and_stale_partials_go(run_pause
     assert code == 130 and "output was complete" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.md", "b.png"]
     assert list(json.loads((tmp_path / "b.json").read_text())["methods"]) == ["initial"]
+
+
+def test_latency_bar_labels_stay_clear_of_the_method_names(record_and_files, tmp_path,
+                                                           monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from pose_refiner_ros.bench import report
+
+    record = record_and_files[0]
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    report.write_plot(record, tmp_path / "p.png")
+    fig = figures[0]
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ax = fig.axes[4]  # second row, first panel: time per object
+    assert ax.get_xlabel().startswith("ms per object")
+    names_x1 = max(t.get_window_extent(r).x1 for t in ax.get_yticklabels())
+    labels = [t for t in ax.texts if t.get_text().endswith(("ms", "s"))]
+    assert labels
+    for t in labels:
+        assert t.get_window_extent(r).x0 > names_x1, t.get_text()

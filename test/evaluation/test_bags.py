@@ -328,6 +328,10 @@ def test_eval_bag_outputs_bag_report_and_leaves_the_input_alone(made_bag, proced
     assert "- **mode**: `flow`" in md and "| sync_mode | `exact` |" in md
     assert f"| iterations | `{flow_refiner.cfg.iterations}` |" in md
     assert report["meta"]["mode"] == "flow" and report["meta"]["refiner"]["crop_size"] == 64
+    ap = report["summary"]["as_published"]  # as the node publishes: what the bag holds
+    assert ap["objects"] == summary["objects"]
+    assert ap["published"] == sum(len(m.detections) for m in dets)
+    assert [o["published"] for o in report["objects"]].count("refined") == ap["published"]
     assert "+0.000 s" in md and str(image_stamps[0]) not in md.split("## Per-object")[1]
     for name in ("errors.png", "iterations.png", "confidence.png"):
         assert (out / "plots" / name).stat().st_size > 1000
