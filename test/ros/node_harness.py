@@ -54,26 +54,27 @@ def run_node(args: list, timeout: float = 60.0, until: str | None = None,
     None), with ``args`` after it; return (exit code, or None while it still ran; exit
     code after stopping it; its output). With ``until``, stop it (SIGINT) once its
     output contains that text, else after ``timeout`` s."""
+    from pose_refiner_ros.ros.demo import node_command as executable
+
+    files = ["--params-file", str(params_file)] if params_file is not None else []
+    return run_command(executable() + ["--ros-args", "-r", "__node:=pose_refiner", *files, *args],
+                       timeout, until, env)
+
+
+def run_command(cmd: list, timeout: float = 60.0, until: str | None = None,
+                env: dict | None = None):
+    """Run the node command ``cmd`` as :func:`run_node` does; same return value."""
     import tempfile
 
     from ros_helpers import require_ros
-
-    from pose_refiner_ros.ros.demo import node_command as executable
 
     require_ros()
     env = env_for_ros() if env is None else env
     fd, name = tempfile.mkstemp(prefix="refiner_node_", suffix=".log")
     os.close(fd)
     log = Path(name)
-    files = ["--params-file", str(params_file)] if params_file is not None else []
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            executable() + ["--ros-args", "-r", "__node:=pose_refiner", *files, *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
             if until and until in log.read_text():

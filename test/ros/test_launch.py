@@ -1,10 +1,12 @@
 """The launch file, the params file and the node's declared parameters agree.
 
-``launch`` / ``launch_ros`` are not installable without a ROS distribution, so the
-launch file is checked statically (parsed with ``ast``); where ``launch_ros`` is
-importable it is also evaluated. The node is then started exactly as the launch file
-starts it, and start-up failures (model, objects YAML, mesh) are checked to name the
-file and the fix.
+``launch`` / ``launch_ros`` are on no registry this project installs from, so the launch
+file is evaluated by stand-ins of the launch API (``launch_standin``, following
+upstream's semantics): its arguments, and the node command it describes (executable,
+name, namespace, params files, typed parameter overrides, remappings). The node is then
+started with exactly that command over the real middleware. Where ``launch_ros`` is
+importable (a ROS distribution) the file is also loaded with the real one. Start-up
+failures (model, objects YAML, mesh) are checked to name the file and the fix.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib.util
 from pathlib import Path
 import re
 
+import launched
 import pytest
 import yaml
 
@@ -25,30 +28,94 @@ LAUNCH = ROOT / "launch" / "refiner.launch.py"
 CONFIG = ROOT / "config" / "refiner.yaml"
 NODE_SRC = ROOT / "pose_refiner_ros" / "ros" / "node.py"
 
-EXPECTED_ARGUMENTS = {
-    "params_file",
-    "namespace",
-    "device",
-    "use_sim_time",
-    "image",
-    "camera_info",
-    "detections",
-    "depth",
-    "coarse_pose",
-}
+INPUTS = ("image", "camera_info", "detections", "depth", "coarse_pose")
+EXPECTED_ARGUMENTS = {"params_file", "namespace", "device", "use_sim_time", *INPUTS}
 
 
-def _launch_tree() -> ast.Module:
-    return ast.parse(LAUNCH.read_text(), str(LAUNCH))
+def _one_node(arguments=None, tmp_path=None):
+    nodes, context = launched.launch("refiner.launch.py", arguments, tmp_path)
+    assert len(nodes) == 1, nodes
+    assert not context.warnings, context.warnings
+    return nodes[0]
 
 
-def _module_dict(tree: ast.Module, name: str) -> dict:
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            getattr(t, "id", None) == name for t in node.targets
-        ):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{name} not found in {LAUNCH}")
+def test_launch_file_declares_its_arguments():
+    from launch_standin import declared_arguments, load_launch_description, standin_modules
+
+    with standin_modules():
+        declared = declared_arguments(load_launch_description(LAUNCH))
+    assert set(declared) == EXPECTED_ARGUMENTS
+    assert all(a.description for a in declared.values())
+
+
+def test_launch_file_starts_our_executable_with_the_installed_params_file(tmp_path):
+    node = _one_node(tmp_path=tmp_path)
+    assert (node.package, node.executable, node.name) == (
+        "pose_refiner_ros", "refiner_node", "pose_refiner")
+    assert node.namespace == "/" and node.fqn == "/pose_refiner"
+    assert "refiner_node = pose_refiner_ros.ros.node_main:main" in (ROOT / "setup.py").read_text()
+    # first the installed params file (share/pose_refiner_ros/config/refiner.yaml, which
+    # setup.py installs from config/), then the launch arguments' overrides
+    params_file, overrides = node.params_files
+    assert Path(params_file).resolve() == CONFIG.resolve()
+    setup_src = (ROOT / "setup.py").read_text()
+    assert 'glob("config/*.yaml")' in setup_src and 'glob("launch/*.py")' in setup_src
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["install"]["install_scripts"] == "$base/lib/pose_refiner_ros"  # where ros2 launch looks
+    assert yaml.safe_load(Path(overrides).read_text()) == {
+        "/pose_refiner": {"ros__parameters": {"device": "auto", "use_sim_time": False}}}
+    assert node.remappings == [(t, t) for t in INPUTS]
+
+
+def _check_overrides(parameters: dict) -> None:
+    """Every override is one of the node's parameters (or use_sim_time), of its type and
+    valid."""
+    for name, value in parameters.items():
+        if name == "use_sim_time":
+            assert type(value) is bool, (name, value)
+            continue
+        assert name in SPECS, f"the launch file sets {name!r}, which the node does not declare"
+        assert type(value) is type(SPECS[name].default), (name, value)
+        assert validate(name, value) is None, (name, value, validate(name, value))
+
+
+def test_launch_arguments_reach_the_node_typed(tmp_path):
+    node = _one_node({
+        "namespace": "robot/cam", "device": "cuda:1", "use_sim_time": "True",
+        "image": "/cam/color/image_raw", "detections": "/det"}, tmp_path)
+    assert node.namespace == "/robot/cam" and node.fqn == "/robot/cam/pose_refiner"
+    assert node.parameters == {"device": "cuda:1", "use_sim_time": True}
+    _check_overrides(node.parameters)
+    assert dict(node.remappings) == {
+        "image": "/cam/color/image_raw", "camera_info": "camera_info", "detections": "/det",
+        "depth": "depth", "coarse_pose": "coarse_pose"}
+    assert node.ros_args[:5] == ["--ros-args", "-r", "__node:=pose_refiner", "-r",
+                                 "__ns:=/robot/cam"]
+
+
+def test_launch_refuses_what_launch_would_refuse(tmp_path):
+    with pytest.raises(ValueError, match="maybe"):
+        _one_node({"use_sim_time": "maybe"}, tmp_path)
+    with pytest.raises(RuntimeError, match="declares no argument"):
+        _one_node({"imgae": "/cam"}, tmp_path)
+
+
+def test_remapped_topics_are_the_nodes_inputs():
+    from launch_standin import declared_arguments, load_launch_description, standin_modules
+
+    with standin_modules():
+        declared = set(declared_arguments(load_launch_description(LAUNCH)))
+    remapped = {a for a, _ in _one_node().remappings}
+    assert remapped <= declared
+    calls = _calls(ast.parse(NODE_SRC.read_text()), "create_subscription")
+    subscribed = {ast.literal_eval(c.args[1]) for c in calls if isinstance(c.args[1], ast.Constant)}
+    assert remapped == subscribed == set(INPUTS)
+    # the one name that is not a literal: image_transport's '<image>/compressed', built
+    # from the remapped 'image' (so the launch file's image argument moves it too)
+    others = [ast.unparse(c.args[1]) for c in calls if not isinstance(c.args[1], ast.Constant)]
+    assert others == ["self._image_topic"], others
+    assert "self._image_topic = compressed_topic(self)" in NODE_SRC.read_text()
 
 
 def _calls(tree: ast.AST, func_name: str) -> list:
@@ -58,70 +125,6 @@ def _calls(tree: ast.AST, func_name: str) -> list:
         if isinstance(n, ast.Call)
         and getattr(n.func, "id", getattr(n.func, "attr", None)) == func_name
     ]
-
-
-def _launch_arguments(tree: ast.Module) -> set:
-    names = set()
-    topics = _module_dict(tree, "INPUT_TOPICS")
-    for call in _calls(tree, "DeclareLaunchArgument"):
-        first = call.args[0]
-        if isinstance(first, ast.Constant):
-            names.add(first.value)
-        elif isinstance(first, ast.Name):  # the comprehension over INPUT_TOPICS
-            names |= set(topics)
-    return names
-
-
-def test_launch_file_declares_its_arguments():
-    tree = _launch_tree()
-    assert _launch_arguments(tree) == EXPECTED_ARGUMENTS
-    assert set(_module_dict(tree, "INPUT_TOPICS")) == {
-        "image",
-        "camera_info",
-        "detections",
-        "depth",
-        "coarse_pose",
-    }
-
-
-def test_launch_file_starts_our_executable_with_the_installed_params_file():
-    tree = _launch_tree()
-    (node,) = _calls(tree, "Node")
-    kw = {k.arg: k.value for k in node.keywords}
-    assert ast.literal_eval(kw["package"]) == "pose_refiner_ros"
-    assert ast.literal_eval(kw["executable"]) == "refiner_node"
-    # the params file default is share/pose_refiner_ros/config/refiner.yaml: it exists in
-    # the source tree and setup.py installs config/*.yaml there
-    joins = [
-        c
-        for c in _calls(tree, "join")
-        if any(isinstance(a, ast.Constant) and a.value == "refiner.yaml" for a in c.args)
-    ]
-    assert joins, (
-        "the default params file is not built with os.path.join(..., 'config', 'refiner.yaml')"
-    )
-    parts = [a.value for a in joins[0].args if isinstance(a, ast.Constant)]
-    assert parts == ["config", "refiner.yaml"] and (ROOT / Path(*parts)).is_file()
-    setup_src = (ROOT / "setup.py").read_text()
-    assert 'glob("config/*.yaml")' in setup_src and 'glob("launch/*.py")' in setup_src
-    assert "refiner_node = pose_refiner_ros.ros.node_main:main" in setup_src
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    assert (
-        cfg["install"]["install_scripts"] == "$base/lib/pose_refiner_ros"
-    )  # where ros2 launch looks
-
-
-def test_remapped_topics_are_the_nodes_inputs():
-    topics = set(_module_dict(_launch_tree(), "INPUT_TOPICS"))
-    calls = _calls(ast.parse(NODE_SRC.read_text()), "create_subscription")
-    subscribed = {ast.literal_eval(c.args[1]) for c in calls if isinstance(c.args[1], ast.Constant)}
-    assert topics == subscribed
-    # the one name that is not a literal: image_transport's '<image>/compressed', built
-    # from the remapped 'image' (so the launch file's image argument moves it too)
-    others = [ast.unparse(c.args[1]) for c in calls if not isinstance(c.args[1], ast.Constant)]
-    assert others == ["self._image_topic"], others
-    assert "self._image_topic = compressed_topic(self)" in NODE_SRC.read_text()
 
 
 def test_params_file_and_declared_parameters_match():
@@ -168,15 +171,12 @@ def test_parameter_validation():
     importlib.util.find_spec("launch_ros") is None,
     reason="launch_ros not installed (no ROS distribution)",
 )
-def test_launch_description_evaluates():
+def test_launch_description_evaluates_with_the_real_launch():
     spec = importlib.util.spec_from_file_location("refiner_launch", LAUNCH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ld = mod.generate_launch_description()
-    from launch.actions import DeclareLaunchArgument
-
-    names = {a.name for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
-    assert names == EXPECTED_ARGUMENTS
+    assert {a.name for a in ld.get_launch_arguments()} == EXPECTED_ARGUMENTS
 
 
 # -- start-up as launched, and start-up failures -------------------------------------------------
@@ -189,23 +189,13 @@ def _run_node(args: list, timeout: float = 60.0, until: str | None = None):
 
 @pytest.mark.ros
 @pytest.mark.timeout(120)
-def test_node_starts_as_launched_and_shuts_down_cleanly():
-    mode = [] if (ROOT / "models" / "refiner.pt").is_file() else ["-p", "mode:=flow"]
-    code, code_after, text = _run_node(
-        mode
-        + [
-            "-p",
-            "device:=auto",
-            "-p",
-            "use_sim_time:=false",
-            "-r",
-            "image:=/cam/image_raw",
-            "-r",
-            "detections:=/det",
-        ],
-        until="ready:",
-    )
+def test_node_starts_as_launched_and_shuts_down_cleanly(tmp_path):
+    import node_harness as nh
+
+    node = _one_node({"image": "/cam/image_raw", "detections": "/det"}, tmp_path)
+    code, code_after, text = nh.run_command(launched.command(node), until="ready:")
     assert code is None and "ready:" in text, text
+    assert "image /cam/image_raw (raw)" in text, text  # the remapping reached the node
     assert code_after == 0, text  # SIGINT: clean shutdown
 
 
