@@ -69,6 +69,7 @@ __all__ = [
     "Scene",
     "generate_scene",
     "make_training_batch",
+    "draw_targets",
     "SyntheticDataset",
 ]
 
@@ -915,6 +916,19 @@ def _paste(src: torch.Tensor, src_depth: torch.Tensor, sprite_idx: np.ndarray,
     return col[:, :3] / col[:, 3:].clamp_min(1e-3), mask, dep
 
 
+def draw_targets(rng: np.random.Generator, n_models: int, n: int,
+                 target_probs: Sequence[float] | None = None) -> np.ndarray:
+    """(n,) int64 indices of the models that ``n`` samples show: uniform over
+    ``n_models``, or drawn with ``target_probs`` ((n_models,), summing to 1)."""
+    if target_probs is None:
+        return rng.integers(0, n_models, n)
+    p = np.asarray(target_probs, dtype=np.float64)
+    if p.shape != (n_models,) or (p < 0).any() or not np.isclose(p.sum(), 1.0):
+        raise ValueError(f"target_probs: expected {n_models} non-negative probabilities "
+                         f"summing to 1, got shape {p.shape}, sum {p.sum():.4f}")
+    return rng.choice(n_models, n, p=p / p.sum())
+
+
 def make_training_batch(
     models: Sequence,
     rng: np.random.Generator,
@@ -924,11 +938,13 @@ def make_training_batch(
     renderer=None,
     distractor_models: Sequence | None = None,
     device: torch.device | str = "cpu",
+    target_probs: Sequence[float] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Draw a batch of zoom-in training crops (see the module docstring).
 
     Args:
-        models: ``ObjectModel`` s; each sample's target is drawn uniformly from them.
+        models: ``ObjectModel`` s; each sample's target is drawn from them
+            (:func:`draw_targets`).
         rng: numpy generator; the batch is a deterministic function of its state.
         batch_size: ``B``.
         crop_size: ``S``, the side of the square crops, pixels.
@@ -937,6 +953,8 @@ def make_training_batch(
         distractor_models: models of distractor/occluder sprites; default ``models``
             (a sprite is never pasted into a sample whose target is the same model).
         device: where rendering and compositing run; the outputs are on the CPU.
+        target_probs: (len(models),) probability of each model being a sample's target
+            (summing to 1); default: uniform.
 
     Returns:
         a dict of CPU tensors:
@@ -971,7 +989,7 @@ def make_training_batch(
     same_pool = distractor_models == list(models)
 
     # --- poses, intrinsics, initial poses, crops ---------------------------------------
-    mesh_idx = rng.integers(0, len(models), B)
+    mesh_idx = draw_targets(rng, len(models), B, target_probs)
     diam = np.array([models[i].diameter_m for i in mesh_idx])
     K = _sample_intrinsics(rng, cfg, B)
     T_gt = _sample_poses(rng, cfg, K, diam)

@@ -1,7 +1,7 @@
 """``pose-refiner train``: train or fine-tune the correspondence network from the command line.
 
     pose-refiner train --config config/train.yaml --set batch_size=8 --max-steps 2000
-    pose-refiner train --config config/train.yaml --objects my_objects.yaml \\
+    pose-refiner train --config config/finetune.yaml --objects my_objects.yaml \\
         --init models/refiner.pt --out runs/finetune      # fine-tune on your own meshes
     torchrun --nproc_per_node 2 -m pose_refiner_ros.cli train --config ...   # DDP
 """
@@ -84,7 +84,9 @@ def add_subcommand(subparsers, name: str, help_text: str) -> None:
     p.add_argument("--max-steps", type=int, help="stop after N steps (a smoke run: --max-steps 3)")
     p.add_argument("--out", help="run directory (checkpoints, TensorBoard logs)")
     p.add_argument(
-        "--objects", help="objects YAML whose meshes join the training data (fine-tuning)"
+        "--objects",
+        help="objects YAML whose meshes join the training data (fine-tuning): "
+        "user_object_share of the samples show them, and validation runs on them too",
     )
     p.add_argument("--init", help="start from this checkpoint's weights")
     p.add_argument("--resume", help="continue a run from its checkpoint (weights, optimiser, step)")

@@ -9,6 +9,11 @@ loss on the weights (target: visible and within ``inlier_px`` of the truth), (c)
 loss through the differentiable solver. The pose is detached between outer iterations
 (as DeepIM and RAFT do) so memory does not grow with them.
 
+Fine-tuning (``objects_yaml``): ``user_object_share`` of the samples show the user's
+objects, the rest the procedural meshes (:mod:`.stream`); validation runs on both
+(:mod:`.validation`). A run says what it will do at its start, and how long it will take
+once the first steps are timed (:mod:`.progress`); the bar shows the time left.
+
 Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1), it wraps the network in
 ``DistributedDataParallel`` (NCCL on CUDA, gloo on CPU); every rank draws different data
 (the seed is offset by the rank) and rank 0 alone writes logs and checkpoints.
@@ -17,7 +22,6 @@ Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1), it wraps the netw
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 import json
 import math
 import os
@@ -28,153 +32,27 @@ import numpy as np
 import torch
 import yaml
 
-from ..config_dict import dataclass_from_dict
 from ..evaluation.all_or_nothing import pause_for_test, signals_held_back
-from ..net.model import CorrespondenceNet, NetConfig
+from ..net.model import CorrespondenceNet
 from ..refine.field import correspondences
 from ..refine.refiner import render_input, resolve_device
 from ..render.base import RenderMesh, make_renderer
 from ..render.shading import shade
-from ..solver.gauss_newton import SolverConfig, solve_pose
+from ..solver.gauss_newton import solve_pose
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .losses import (
-    LossWeights,
     closest_symmetric_gt,
     field_losses,
     gt_field,
     matching_loss,
     pose_loss,
 )
+from .progress import RunEstimate, format_duration
+from .stream import TrainStream, target_probs
+from .validation import validate
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs (``config/train.yaml`` holds the defaults).
-
-    Attributes:
-        out_dir: run directory: checkpoints, TensorBoard logs, ``train_summary.json``.
-        max_steps: optimisation steps.
-        batch_size: crops per step (per process).
-        crop_size: training crop side (pixels, multiple of 8).
-        outer_iters: render-and-compare iterations unrolled per step.
-        lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay.
-        grad_clip: gradient-norm clip.
-        n_train_meshes, n_val_meshes: procedural meshes in the train / val splits.
-        objects_yaml: optional user objects registry; its meshes join the training set
-            (fine-tuning on one's own objects).
-        init_checkpoint: start from these weights (fine-tuning).
-        grey_render_prob: share of renderings shaded flat grey (CAD models without
-            texture); the rest use the mesh's colours.
-        small_perturbation_prob, small_perturbation_scale: share of batches whose
-            initial poses use the protocol's perturbation scaled down by a factor drawn
-            in this range, so that one unrolled iteration per step also teaches the
-            small corrections of the refiner's later iterations.
-        val_every, val_samples: validation cadence and size (held-out val meshes).
-        ckpt_every: checkpoint cadence.
-        seed: data and initialisation seed.
-        data_workers: DataLoader worker processes generating batches on the CPU (0:
-            in-process, rendering on the training device: the choice for a GPU).
-        torch_threads: threads of the optimising process (0: torch's default). On a
-            small shared CPU one thread each for data and optimisation beats two that
-            contend (measured: 2 threads fell 5x behind under load).
-        device: ``auto``, ``cpu``, ``cuda[:N]``.
-        amp: mixed precision (CUDA only).
-        synthetic: overrides of ``data.synthetic.SyntheticConfig`` (augmentation,
-            texture and clutter probabilities, image and pose ranges).
-        net: network architecture.
-        loss: loss weights.
-        solver: the differentiable solve used by the pose loss.
-    """
-
-    out_dir: str = "runs/train"
-    max_steps: int = 5000
-    batch_size: int = 8
-    crop_size: int = 128
-    outer_iters: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    n_train_meshes: int = 400
-    n_val_meshes: int = 16
-    objects_yaml: str | None = None
-    init_checkpoint: str | None = None
-    grey_render_prob: float = 0.4
-    small_perturbation_prob: float = 0.5
-    small_perturbation_scale: tuple = (0.1, 0.6)
-    val_every: int = 500
-    val_samples: int = 64
-    ckpt_every: int = 250
-    seed: int = 0
-    data_workers: int = 1
-    torch_threads: int = 1
-    device: str = "auto"
-    amp: bool = True
-    synthetic: dict = field(default_factory=dict)
-    net: NetConfig = field(default_factory=NetConfig)
-    loss: LossWeights = field(default_factory=LossWeights)
-    solver: SolverConfig = field(default_factory=lambda: SolverConfig(iterations=3))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        return dataclass_from_dict(
-            cls, d, "train config",
-            nested=(("net", NetConfig), ("loss", LossWeights), ("solver", SolverConfig)),
-        )
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> TrainConfig:
-        """Read a YAML config and apply ``overrides`` (dotted keys allowed: ``net.hidden``)."""
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        for key, value in (overrides or {}).items():
-            node = raw
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-        return cls.from_dict(raw)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-class TrainStream(torch.utils.data.IterableDataset):
-    """Endless training batches, drawn in a DataLoader worker (one torch thread) so that
-    data generation and optimisation use the two cores of a small machine in parallel.
-
-    Every batch draws its perturbation scale (see ``TrainConfig.small_perturbation_*``).
-    Deterministic per (seed, rank, start step).
-    """
-
-    def __init__(self, models, cfg: TrainConfig, syn_cfg, seed: int, device="cpu"):
-        self.models, self.cfg, self.syn_cfg, self.seed = models, cfg, syn_cfg, seed
-        self.device = torch.device(device)
-
-    def __iter__(self):
-        from ..data.synthetic import make_training_batch
-
-        if self.device.type == "cpu":
-            torch.set_num_threads(1)
-        rng = np.random.default_rng(self.seed)
-        renderer = make_renderer("torch", self.device)
-        while True:
-            syn = self.syn_cfg
-            if rng.random() < self.cfg.small_perturbation_prob:
-                s = float(rng.uniform(*self.cfg.small_perturbation_scale))
-                syn = dataclasses.replace(
-                    syn,
-                    sigma_r_deg=syn.sigma_r_deg * s,
-                    sigma_t_m=tuple(x * s for x in syn.sigma_t_m),
-                )
-            yield make_training_batch(
-                self.models,
-                rng,
-                self.cfg.batch_size,
-                self.cfg.crop_size,
-                syn,
-                renderer,
-                device=self.device,
-            )
+__all__ = ["TrainConfig", "Trainer", "TrainStream", "target_probs"]
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -203,11 +81,16 @@ class Trainer:
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.manual_seed(cfg.seed)
-        self.models = procedural_models("train", cfg.n_train_meshes, seed=cfg.seed)
+        procedural = procedural_models("train", cfg.n_train_meshes, seed=cfg.seed)
+        self.user_models: list = []
         if cfg.objects_yaml:
             from ..mesh.registry import ObjectRegistry
 
-            self.models = list(ObjectRegistry.from_yaml(cfg.objects_yaml).models) + self.models
+            self.user_models = list(ObjectRegistry.from_yaml(cfg.objects_yaml).models)
+        self.models = self.user_models + procedural
+        self.target_probs = target_probs(
+            len(self.user_models), len(procedural), cfg.user_object_share
+        )
         self.val_models = procedural_models("val", cfg.n_val_meshes, seed=cfg.seed)
         self.syn_cfg = SyntheticConfig.from_dict(dict(cfg.synthetic))
         self.renderer = make_renderer("auto", self.device)
@@ -327,8 +210,10 @@ class Trainer:
         seed = self.cfg.seed + 1000 * self.rank + self.step
         if self.cfg.data_workers == 0:
             # In-process: on a GPU the batches are rendered there too.
-            return iter(TrainStream(self.models, self.cfg, self.syn_cfg, seed, self.device))
-        stream = TrainStream(self.models, self.cfg, self.syn_cfg, seed)
+            return iter(TrainStream(self.models, self.cfg, self.syn_cfg, seed, self.device,
+                                    self.target_probs))
+        stream = TrainStream(self.models, self.cfg, self.syn_cfg, seed,
+                             target_probs=self.target_probs)
         loader = torch.utils.data.DataLoader(
             stream,
             batch_size=None,
@@ -364,52 +249,37 @@ class Trainer:
         )
         return logs
 
-    # -- validation ----------------------------------------------------------------------
-    @torch.no_grad()
+    # -- validation ------------------------------------------------------------------------
     def validate(self) -> dict:
-        """Refine held-out val meshes (fixed seed) with the current network: ADD@0.1d, e_R."""
-        from ..data.synthetic import make_training_batch
-        from ..geometry.lie import rotation_angle_deg
+        """The held-out procedural val meshes (``val_*``) and, when fine-tuning, the
+        user's objects at new poses (``val_objects_*``): see :mod:`.validation`."""
+        cfg = self.cfg
+        run = dict(n_samples=cfg.val_samples, crop_size=cfg.crop_size, syn_cfg=self.syn_cfg,
+                   device=self.device)
+        out = {f"val_{k}": v
+               for k, v in validate(self.net, self.renderer, self.val_models, **run).items()}
+        if self.user_models:
+            out.update({f"val_objects_{k}": v for k, v in validate(
+                self.net, self.renderer, self.user_models,
+                distractor_models=self.val_models, **run).items()})
+        return out
 
-        self.net.eval()
-        rng = np.random.default_rng(12345)
-        vm = self.val_models
-        batch = make_training_batch(
-            vm, rng, self.cfg.val_samples, self.cfg.crop_size, self.syn_cfg, self.renderer
-        )
-        dev, S = self.device, self.cfg.crop_size
-        image, K = batch["image"].to(dev), batch["K_crop"].to(dev).float()
-        T, T_gt = batch["T_init"].to(dev).float(), batch["T_gt"].to(dev).float()
-        idx = batch["mesh_idx"].to(dev)
-        meshes = [RenderMesh.from_object(m, dev) for m in vm]
-        diam = torch.tensor([m.diameter_m for m in vm], device=dev)[idx]
-        pts = torch.stack(
-            [torch.tensor(np.array(m.points_m[:256]), dtype=torch.float32) for m in vm]
-        ).to(dev)[idx]
-        syms = [torch.tensor(np.array(m.symmetries), dtype=torch.float32, device=dev) for m in vm]
-
-        def errors(T_est):
-            T_sym = closest_symmetric_gt(T_gt, T_est, [syms[i] for i in idx.tolist()])
-            add = pose_loss_per(T_est, T_sym, pts) / diam
-            return add, rotation_angle_deg(T_est[:, :3, :3], T_sym[:, :3, :3])
-
-        add0, rot0 = errors(T)
-        for _ in range(4):  # the image crop stays fixed here: a cheap proxy of the real loop
-            frags = self.renderer.render(meshes, idx, K, T, S, S)
-            ren = render_input(frags, shade(frags, meshes, idx), T[:, 2, 3], diam)
-            out = self.net(image, ren)
-            corr = correspondences(
-                frags.xyz_obj, frags.mask, out.flows_px[-1], torch.sigmoid(out.weight_logits[-1])
-            )
-            T = solve_pose(T, corr.pts_obj, corr.uv_tgt, corr.weight, K, SolverConfig()).T_cam_obj
-        add1, rot1 = errors(T)
-        self.net.train()
-        return {
-            "val_add01_init": float((add0 < 0.1).float().mean()),
-            "val_add01": float((add1 < 0.1).float().mean()),
-            "val_rot_med_init": float(rot0.median()),
-            "val_rot_med": float(rot1.median()),
-        }
+    def plan(self) -> str:
+        """What the run will do, said at its start."""
+        cfg = self.cfg
+        n_proc = len(self.models) - len(self.user_models)
+        if self.user_models:
+            share = cfg.user_object_share if n_proc else 1.0
+            data = (f"{share:.0%} of samples show your {len(self.user_models)} object(s) "
+                    f"({cfg.objects_yaml}), {1 - share:.0%} the {n_proc} procedural meshes; "
+                    f"validation on your objects and on {len(self.val_models)} procedural "
+                    f"val meshes")
+        else:
+            data = (f"samples from {n_proc} procedural meshes; validation on "
+                    f"{len(self.val_models)} procedural val meshes")
+        return (f"train: steps {self.step} -> {cfg.max_steps}, batch {cfg.batch_size}, "
+                f"{cfg.crop_size} px crops, on {self.device}; {data} (every {cfg.val_every} "
+                f"steps); the time it takes is estimated after the first steps")
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
@@ -430,6 +300,9 @@ class Trainer:
             total=cfg.max_steps, initial=self.step, disable=not main, desc="train", unit="step"
         )
         ema: dict = {}
+        estimate = RunEstimate(self.step, cfg.max_steps)
+        if main:
+            bar.write(self.plan())
         try:
             while self.step < cfg.max_steps:
                 logs = self.train_step()
@@ -439,7 +312,7 @@ class Trainer:
                     for k, v in logs.items():
                         writer.add_scalar(f"train/{k}", v, self.step)
                     bar.update(1)
-                    bar.set_postfix(
+                    shown = dict(
                         loss=f"{ema['total']:.3f}",
                         epe=f"{ema['epe']:.2f}px",
                         pose=f"{ema['pose']:.3f}",
@@ -453,6 +326,14 @@ class Trainer:
                     )
                 if main and (self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps):
                     self.save(self.out / "last.pt", {"val": val})
+                said = estimate.step_done(self.step)
+                if main and said:
+                    bar.write(said)
+                left = estimate.remaining_s(self.step)
+                if main:
+                    if left is not None:
+                        shown["left"] = format_duration(left)
+                    bar.set_postfix(shown)
                 if self.step == 1:
                     pause_for_test("train_step")
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep where it was, then stop
@@ -477,9 +358,3 @@ class Trainer:
             writer.close()
         return summary
 
-
-def pose_loss_per(T_a, T_b, pts):
-    """(B,) mean distance of ``pts`` (B, M, 3) under two poses, metres."""
-    from ..geometry.lie import transform_points
-
-    return (transform_points(T_a, pts) - transform_points(T_b, pts)).norm(dim=-1).mean(-1)

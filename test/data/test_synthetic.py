@@ -10,6 +10,7 @@ from pose_refiner_ros.data.procedural import procedural_models
 from pose_refiner_ros.data.synthetic import (
     SyntheticConfig,
     SyntheticDataset,
+    draw_targets,
     generate_scene,
     make_training_batch,
 )
@@ -198,3 +199,17 @@ def test_photo_backgrounds_come_from_the_bundled_photographs():
     assert len({im.tobytes() for im in imgs}) == 6
     assert all(im.std() > 3 for im in imgs)
     assert len(syn._photos()) == len(syn.PHOTO_NAMES)
+
+
+def test_targets_follow_the_given_probabilities(models, renderer):
+    """A batch's targets are drawn with ``target_probs`` (fine-tuning weights the user's
+    meshes); without it, uniformly, as before."""
+    rng = np.random.default_rng(0)
+    counts = np.bincount(draw_targets(rng, 4, 4000, [0.7, 0.1, 0.1, 0.1]), minlength=4)
+    assert abs(counts[0] / 4000 - 0.7) < 0.03 and counts[1:].min() > 300
+    assert set(draw_targets(rng, 3, 200).tolist()) == {0, 1, 2}
+    with pytest.raises(ValueError, match="target_probs: expected 3"):
+        draw_targets(rng, 3, 5, [0.5, 0.5])
+    batch = make_training_batch(models[:3], np.random.default_rng(1), 4, 16, CLEAN, renderer,
+                                target_probs=[0.0, 1.0, 0.0])
+    assert batch["mesh_idx"].tolist() == [1, 1, 1, 1]
