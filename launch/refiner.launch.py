@@ -4,15 +4,19 @@
     ros2 launch pose_refiner_ros refiner.launch.py image:=/camera/color/image_raw \\
         camera_info:=/camera/color/camera_info detections:=/detector/detections device:=cuda
 
-Arguments: params_file, namespace, the input topics (image, camera_info, detections,
-depth, coarse_pose), device and use_sim_time. The node's other parameters are set in
-the params file (see README, "ROS interface").
+One node per camera: give each its own namespace (its outputs, relative names, follow
+it: /<namespace>/refined_pose ...) and TF prefix, and remap its inputs to that camera's
+topics; launch/cameras.launch.py includes this file once per camera.
+
+Arguments: params_file, namespace, tf_prefix, the input topics (image, camera_info,
+detections, depth, coarse_pose), device and use_sim_time. The node's other parameters
+are set in the params file (see README, "ROS interface").
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -29,6 +33,28 @@ INPUT_TOPICS = {
 }
 
 
+def _node(context):
+    """The node; tf_prefix overrides the params file only when it is given."""
+    overrides = {
+        "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+        "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+    }
+    if LaunchConfiguration("tf_prefix").perform(context):
+        overrides["tf_prefix"] = ParameterValue(LaunchConfiguration("tf_prefix"), value_type=str)
+    return [
+        Node(
+            package="pose_refiner_ros",
+            executable="refiner_node",
+            name="pose_refiner",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("params_file"), overrides],
+            remappings=[(name, LaunchConfiguration(name)) for name in INPUT_TOPICS],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
 def generate_launch_description():
     default_params = os.path.join(
         get_package_share_directory("pose_refiner_ros"), "config", "refiner.yaml"
@@ -42,7 +68,13 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "namespace",
             default_value="",
-            description="namespace of the node and its relative topics",
+            description="namespace of the node and its relative topics (one per camera)",
+        ),
+        DeclareLaunchArgument(
+            "tf_prefix",
+            default_value="",
+            description="prefix of the TF frames of the refined objects; empty: the params "
+            "file's (give each camera its own, e.g. cam_left/refined_)",
         ),
         DeclareLaunchArgument(
             "device",
@@ -60,22 +92,4 @@ def generate_launch_description():
         )
         for name, default in INPUT_TOPICS.items()
     ]
-    node = Node(
-        package="pose_refiner_ros",
-        executable="refiner_node",
-        name="pose_refiner",
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
-                "use_sim_time": ParameterValue(
-                    LaunchConfiguration("use_sim_time"), value_type=bool
-                ),
-            },
-        ],
-        remappings=[(name, LaunchConfiguration(name)) for name in INPUT_TOPICS],
-        output="screen",
-        emulate_tty=True,
-    )
-    return LaunchDescription(arguments + [node])
+    return LaunchDescription(arguments + [OpaqueFunction(function=_node)])

@@ -29,7 +29,7 @@ CONFIG = ROOT / "config" / "refiner.yaml"
 NODE_SRC = ROOT / "pose_refiner_ros" / "ros" / "node.py"
 
 INPUTS = ("image", "camera_info", "detections", "depth", "coarse_pose")
-EXPECTED_ARGUMENTS = {"params_file", "namespace", "device", "use_sim_time", *INPUTS}
+EXPECTED_ARGUMENTS = {"params_file", "namespace", "tf_prefix", "device", "use_sim_time", *INPUTS}
 
 
 def _one_node(arguments=None, tmp_path=None):
@@ -177,6 +177,12 @@ def test_launch_description_evaluates_with_the_real_launch():
     spec.loader.exec_module(mod)
     ld = mod.generate_launch_description()
     assert {a.name for a in ld.get_launch_arguments()} == EXPECTED_ARGUMENTS
+    spec = importlib.util.spec_from_file_location("cameras_launch", LAUNCH.with_name(
+        "cameras.launch.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    names = {a.name for a in mod.generate_launch_description().get_launch_arguments()}
+    assert {"cameras", "params_file", "image_pattern"} <= names
 
 
 # -- start-up as launched, and start-up failures -------------------------------------------------
