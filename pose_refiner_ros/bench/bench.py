@@ -2,7 +2,7 @@
 
 Usage::
 
-    pose-refiner bench --quick --json bench.json          # a few minutes on a 2-core CPU
+    pose-refiner bench --quick --json bench.json          # about 3 min on an idle 2-core CPU
     pose-refiner bench --json bench.json --model models/refiner.pt --samples 200
 
 One process draws the held-out synthetic benchmark (:mod:`.samples`: ``bench``
@@ -45,8 +45,9 @@ import time
 
 import numpy as np
 
-from ..evaluation.all_or_nothing import Staging, pause_for_test, sigterm_as_interrupt
+from ..evaluation.all_or_nothing import sigterm_as_interrupt
 from ..evaluation.report import json_ready
+from .outputs import _all_or_nothing, _terminal_summary, _write_atomic, write_outputs
 
 __all__ = ["METHODS", "BenchConfig", "run_benchmark", "write_outputs", "add_subcommand"]
 
@@ -110,10 +111,9 @@ class BenchConfig:
     @classmethod
     def quick(cls, **overrides) -> BenchConfig:
         """The ``--quick`` run: 24 samples, ``gcf-adam`` (1000 updates) on 6 of them, 3
-        timed calls per scaling case. Most of its time is ``gcf-adam``: 72-77 ms per
-        update was measured with one thread on this project's 2-core EPYC while it was
-        busy training (so 72-77 s per object); idle, about half that, and the rest of the
-        run takes about 40 s: some 4 minutes in all. ``gcf_samples`` sizes it."""
+        timed calls per scaling case: about 3 min on an idle 2-core CPU with one thread,
+        60% of it ``gcf-adam``, and many times as long when the cores are busy
+        (:mod:`.budget` says where the figures come from). ``gcf_samples`` sizes it."""
         return cls(**{"samples": 24, "gcf_samples": 6, "scaling_repeats": 3, **overrides})
 
 
@@ -151,6 +151,7 @@ def run_benchmark(cfg: BenchConfig, model_path: str | os.PathLike | None = None,
     from ..refine.refiner import Refiner, RefinerConfig, resolve_device
     from ..resources import default_model_path
     from ..train.checkpoint import load_checkpoint, read_checkpoint
+    from .budget import expectation
     from .calibration import calibration
     from .checks import acceptance
     from .machine import machine_info
@@ -163,6 +164,7 @@ def run_benchmark(cfg: BenchConfig, model_path: str | os.PathLike | None = None,
             print(f"bench: {msg}", file=sys.stderr, flush=True)
 
     t_start = time.perf_counter()
+    say(expectation(cfg))
     device = resolve_device(cfg.device)
     net, model_rec = None, None
     if _needs_net(cfg):
@@ -197,7 +199,7 @@ def run_benchmark(cfg: BenchConfig, model_path: str | os.PathLike | None = None,
         say(f"gcf-adam with the paper's settings ({cfg.gcf_steps} updates, lr {cfg.gcf_lr}) "
             f"on the first {len(gcf_idx)} samples")
         run = run_method("gcf-adam", Refiner(registry, gcf_cfg, net), bench, gcf_idx, False,
-                         progress, warmup_refiner=cheap)
+                         progress, warmup_refiner=cheap, passes_per_object=cfg.gcf_steps)
         runs["gcf-adam"] = run
         rec = method_record(run, initial)
         rec["subset"] = {"n": len(gcf_idx), "of": len(all_idx),
@@ -259,77 +261,18 @@ def run_benchmark(cfg: BenchConfig, model_path: str | os.PathLike | None = None,
     return json_ready(record)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_outputs(record: dict, json_path, markdown_path=None, plot_path=None,
-                  where=Path) -> None:
-    """Write the JSON record, and the Markdown summary and PNG plot when given paths;
-    each to ``where(path)`` (a :meth:`Staging.outside` stages them)."""
-    from .report import markdown, write_plot
-
-    json_path = Path(json_path)
-    _write_atomic(where(json_path), json.dumps(record, indent=1, allow_nan=False) + "\n")
-    if plot_path:
-        write_plot(record, where(Path(plot_path)))
-    if markdown_path:
-        md_path = Path(markdown_path)
-        rel = None
-        if plot_path:
-            rel = os.path.relpath(Path(plot_path).resolve(), md_path.resolve().parent)
-        _write_atomic(where(md_path), markdown(record, plot_relpath=rel))
-
-
-def _all_or_nothing(paths: list, write) -> int | None:
-    """``write(where)`` the outputs at ``paths`` all or nothing under SIGINT and SIGTERM
-    (:mod:`..evaluation.all_or_nothing`): None once all are in place, else the exit code."""
-    paths = [Path(p) for p in paths]
-    stage = Staging(paths[0].parent, "bench", stale=tuple(
-        f".{p.name}.partial" for p in paths if p.parent == paths[0].parent))
-    try:
-        write(stage.outside)
-        pause_for_test("report_written")
-    except KeyboardInterrupt:
-        stage.abort()
-        print("bench: interrupted; nothing was written (partial outputs removed)",
-              file=sys.stderr)
-        return 130
-    except BaseException:
-        stage.abort()
-        raise
-    if stage.commit():
-        print("bench: interrupted once the output was complete; wrote "
-              + ", ".join(map(str, paths)), file=sys.stderr)
-        return 130
-    return None
-
-
-def _terminal_summary(record: dict) -> str:
-    rows = ["method               n   ADD(-S)@0.1d  med e_R  med t_err   worse(ADD)  ms/obj"]
-    for name, r in record["methods"].items():
-        m = r["metrics"]
-        t = (r.get("timing_ms_per_object") or {}).get("total", {}).get("median")
-        rows.append(f"{name:<18} {r['n']:>3}   {m['acc_add_or_adds_0.1d']:>11.3f}  "
-                    f"{m['median_e_R_deg']:>7.2f}  {100 * m['median_t_err_m']:>6.2f} cm  "
-                    f"{r['share_worse']['add_or_adds_m']:>9.2f}  "
-                    f"{'-' if t is None else f'{t:.0f}':>6}")
-    for name, c in record["acceptance"].items():
-        rows.append(f"{name}: {'-' if c is None else ('PASS' if c['passed'] else 'FAIL')}")
-    return "\n".join(rows)
-
-
 def add_subcommand(subparsers, name: str, help: str) -> None:
+    from .budget import BUSY, MEASURED_ON, SMALL_CPU_CORES, expected_seconds, minutes
+
     p = subparsers.add_parser(name, help=help, description=help + ". The JSON is the record; "
                               "a Markdown summary and a PNG plot are written beside it.")
     p.add_argument("--json", required=True, help="the record (JSON) to write")
     p.add_argument("--markdown", help="Markdown summary (default: the JSON path with .md)")
     p.add_argument("--plot", help="PNG plot (default: the JSON path with .png)")
+    quick_s = expected_seconds(BenchConfig.quick())["total"]
     p.add_argument("--quick", action="store_true",
-                   help="24 samples, gcf-adam on 6, 3 repeats per scaling case (minutes)")
+                   help=f"24 samples, gcf-adam on 6, 3 repeats per scaling case: "
+                        f"{minutes(quick_s)} on {MEASURED_ON}; {BUSY}")
     p.add_argument("--model", help="network checkpoint (default: the shipped models/refiner.pt)")
     p.add_argument("--samples", type=int, help="benchmark objects (default 200, --quick 24)")
     p.add_argument("--gcf-samples", type=int, help="objects for gcf-adam (default 24, quick 6)")
@@ -339,7 +282,9 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling runs")
     p.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--threads", type=int,
+                   help=f"torch threads (default: 1 on a machine with {SMALL_CPU_CORES} cores "
+                        f"or fewer, where one is fastest; torch's default above)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--tracking", action="store_true",
                    help="run the tracking benchmark instead (synthetic motion sequences; "
@@ -416,8 +361,11 @@ def _main(args: argparse.Namespace) -> int:
     import torch
 
     sigterm_as_interrupt()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from .budget import default_threads
+
+    threads = args.threads or default_threads()
+    if threads:
+        torch.set_num_threads(threads)
     over: dict = {"seed": args.seed, "gcf_steps": args.gcf_steps, "device": args.device}
     if args.samples is not None:
         over["samples"] = args.samples

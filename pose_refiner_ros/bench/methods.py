@@ -80,7 +80,7 @@ def initial_run(bench) -> MethodRun:
 
 
 def run_method(name: str, refiner, bench, indices, use_depth: bool, progress: bool = True,
-               warmup_refiner=None) -> MethodRun:
+               warmup_refiner=None, passes_per_object: int | None = None) -> MethodRun:
     """Refine every sample of ``indices`` with ``refiner``, one object per call.
 
     Args:
@@ -89,12 +89,13 @@ def run_method(name: str, refiner, bench, indices, use_depth: bool, progress: bo
         bench: the :class:`~.samples.BenchSet`.
         indices: sample indices to run.
         use_depth: give the scene's depth image.
-        progress: a tqdm bar on stderr.
+        progress: a tqdm bar on stderr, in objects.
         warmup_refiner: refiner for the warm-up call (default ``refiner``; a cheap one for
             expensive modes).
+        passes_per_object: for a method that makes this many network passes per object
+            (``gcf-adam``: one per update), the bar counts the passes instead, so that it
+            moves and estimates the time left within an object.
     """
-    from tqdm import tqdm
-
     indices = list(indices)
     out = MethodRun(name, indices, [], np.zeros((len(indices), 4, 4)),
                     config=_config_dict(refiner.cfg), use_depth=use_depth)
@@ -102,8 +103,7 @@ def run_method(name: str, refiner, bench, indices, use_depth: bool, progress: bo
     with PeakMemory(refiner.device) as mem:
         first = bench.samples[indices[0]]
         _refine(warmup_refiner or refiner, bench, first, use_depth)
-        for k, i in enumerate(tqdm(indices, desc=f"{name:>18}", unit="obj", file=sys.stderr,
-                                   disable=not progress, leave=True, dynamic_ncols=True)):
+        for k, i in enumerate(_progress(name, indices, progress, refiner, passes_per_object)):
             s = bench.samples[i]
             r = _refine(refiner, bench, s, use_depth)
             out.T_cam_obj[k] = r.T_cam_obj
@@ -115,6 +115,29 @@ def run_method(name: str, refiner, bench, indices, use_depth: bool, progress: bo
     out.memory = mem.result()
     out.wall_s = time.perf_counter() - t0
     return out
+
+
+def _progress(name: str, indices: list, progress: bool, refiner, passes: int | None):
+    """Yield ``indices`` under a tqdm bar of objects, or of network passes (counted by a
+    forward hook on ``refiner.net``) when ``passes`` is given."""
+    from tqdm import tqdm
+
+    bar_args = dict(desc=f"{name:>18}", file=sys.stderr, disable=not progress, leave=True,
+                    dynamic_ncols=True)
+    if not passes or getattr(refiner, "net", None) is None:
+        yield from tqdm(indices, unit="obj", **bar_args)
+        return
+    with tqdm(total=len(indices) * passes, unit="pass", **bar_args) as bar:
+        def count(*_) -> None:  # a hook that returned a value would replace the output
+            bar.update(1)
+
+        hook = refiner.net.register_forward_hook(count)
+        try:
+            for k, i in enumerate(indices):
+                bar.set_postfix_str(f"object {k + 1}/{len(indices)}", refresh=False)
+                yield i
+        finally:
+            hook.remove()
 
 
 def _refine(refiner, bench, s, use_depth: bool):

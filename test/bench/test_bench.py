@@ -7,7 +7,10 @@ the PNG, on a tiny run.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from pathlib import Path
 import signal
 
 import pytest
@@ -38,17 +41,19 @@ def record_and_files(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     # a mesh just above the registry's default cap of 20000 faces: decimated by default
     mp.setitem(scaling.TORUS_SECTIONS, "21k", (150, 70))
+    stderr = io.StringIO()  # the progress bars and messages
     try:
-        record = run_benchmark(cfg, ckpt, progress=False, command="test")
+        with contextlib.redirect_stderr(stderr):
+            record = run_benchmark(cfg, ckpt, progress=True, command="test")
     finally:
         mp.undo()
     paths = tmp / "out.json", tmp / "out.md", tmp / "plots" / "out.png"
     write_outputs(record, *paths)
-    return record, paths
+    return record, paths, stderr.getvalue()
 
 
 def test_record_has_every_section(record_and_files):
-    record, (json_path, _, _) = record_and_files
+    record, (json_path, _, _), _ = record_and_files
     assert json.loads(json_path.read_text()) == record  # plain JSON, no NaN
     assert set(record) == {"meta", "machine", "benchmark", "methods", "calibration", "scaling",
                            "acceptance"}
@@ -106,7 +111,7 @@ def test_scaling_calibration_and_acceptance(record_and_files):
 
 
 def test_markdown_and_plot_written(record_and_files):
-    _, (_, md_path, png_path) = record_and_files
+    _, (_, md_path, png_path), _ = record_and_files
     md = md_path.read_text()
     for heading in ("## Accuracy", "## Time and memory per object", "## Scaling of `ours`",
                     "## Confidence calibration (`ours`)", "## Acceptance criteria"):
@@ -191,3 +196,61 @@ def test_latency_bar_labels_stay_clear_of_the_method_names(record_and_files, tmp
     assert labels
     for t in labels:
         assert t.get_window_extent(r).x0 > names_x1, t.get_text()
+
+
+def test_every_method_shows_its_progress(record_and_files):
+    """A bar per method (gcf-adam's counts its network passes, one per update, so that
+    it moves within an object) and the expected duration said first."""
+    record, _, stderr = record_and_files
+    assert stderr.lstrip().startswith("bench: expect ")
+    for name in record["methods"]:
+        if name != "initial":  # no refinement, nothing to wait for
+            assert f"{name:>18}: 100%" in stderr, name
+    assert "gcf-adam: 100%" in stderr and "3/3 [" in stderr  # 1 object x 3 updates
+
+
+def test_the_stated_duration_comes_from_the_recorded_times():
+    """``--quick``: about 3 min on an idle 2-core CPU (docs/bench/*.json's times), most of
+    it gcf-adam; the help and the README say the same."""
+    from pose_refiner_ros import cli
+    from pose_refiner_ros.bench.budget import expectation, expected_seconds, minutes
+
+    quick = expected_seconds(BenchConfig.quick())
+    assert 150 < quick["total"] < 240 and quick["gcf-adam"] > 0.5 * quick["total"]
+    more_gcf = expected_seconds(BenchConfig.quick(gcf_samples=12))
+    assert more_gcf["gcf-adam"] == pytest.approx(2 * quick["gcf-adam"], rel=0.01)
+    assert expected_seconds(BenchConfig(samples=2, methods=("initial",), objects_per_frame=(),
+                                        mesh_faces=(), crop_sizes=()))["total"] < 45
+    stated = minutes(quick["total"])
+    assert stated in expectation(BenchConfig.quick())
+    parser = cli.build_parser("bench")
+    help_text = parser._subparsers._group_actions[0].choices["bench"].format_help()
+    assert stated in " ".join(help_text.split())
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("pose-refiner bench --quick"))
+    assert stated in line, line
+    line = next(ln for ln in readme.splitlines() if ln.startswith("pose-refiner bench --json"))
+    assert minutes(expected_seconds(BenchConfig())["total"]) in line, line
+
+
+@pytest.mark.parametrize(("cores", "given", "threads"),
+                         [(2, None, 1), (4, None, 1), (2, "2", 2), (16, None, 7)])
+def test_one_thread_by_default_on_small_machines(tmp_path, monkeypatch, cores, given,
+                                                 threads):
+    """Up to 4 cores the benchmark runs one torch thread; above, torch's default (here
+    7, set before the run); ``--threads`` overrides."""
+    from pose_refiner_ros import cli
+    from pose_refiner_ros.bench.budget import default_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert default_threads() == (1 if cores <= 4 else None)
+    torch.set_num_threads(7)
+    try:
+        argv = ["bench", "--json", str(tmp_path / "b.json"), *BENCH_TINY]
+        assert cli.main(argv + (["--threads", given] if given else [])) == 0
+    finally:
+        torch.set_num_threads(before)
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert record["machine"]["torch_threads"] == threads
