@@ -323,7 +323,7 @@ def _models_info_entry(model) -> dict:
 
 
 def write_bop(scenes: Sequence, out_dir: str | Path, models: Sequence,
-              split_dir: str = "train_synth", scene_id: int = 0, depth_scale: float = 0.1,
+              split_dir: str = "test", scene_id: int = 0, depth_scale: float = 0.1,
               write_models: bool = True, image_ext: str = ".png") -> Path:
     """Write synthetic :class:`~pose_refiner_ros.data.synthetic.Scene` s in BOP layout.
 
@@ -331,7 +331,8 @@ def write_bop(scenes: Sequence, out_dir: str | Path, models: Sequence,
         scenes: the scenes; image ``k`` of the BOP scene is ``scenes[k]``.
         out_dir: the dataset root (created).
         models: the ``ObjectModel`` s; ``obj_id`` of ``models[i]`` is ``i + 1``.
-        split_dir: split directory name.
+        split_dir: split directory name (default ``test``, the split ``pose-refiner eval``
+            reads by default).
         scene_id: the BOP scene id the images are written under.
         depth_scale: ``depth_mm = png_value * depth_scale`` (0.1: 0.1 mm steps, up to
             6.5 m).

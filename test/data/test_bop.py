@@ -151,12 +151,13 @@ def _pix3d_project(entry, X):
     return np.array([-f * p[0] / p[2] + w / 2, -f * p[1] / p[2] + h / 2])
 
 
-def test_a_missing_split_names_the_splits_the_dataset_has(tmp_path, scene_and_models):
-    # write_bop's default split is not eval's default ("test"): say which there are.
+def test_write_bop_writes_the_split_eval_reads_and_a_missing_split_is_named(
+        tmp_path, scene_and_models):
     scenes, models = scene_and_models
     write_bop(scenes[:1], tmp_path, models)
-    with pytest.raises(FileNotFoundError, match=r"this dataset has train_synth \(choose one"):
-        BopDataset(tmp_path, "test")
+    assert len(BopDataset(tmp_path, "test")) == 1  # eval's default split
+    with pytest.raises(FileNotFoundError, match=r"this dataset has test \(choose one"):
+        BopDataset(tmp_path, "val")
 
 
 def test_pix3d_reader(tmp_path):
