@@ -47,7 +47,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
     option or an off flag), descriptions with their line breaks and without reST markup."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+        # `is`, not `in (None, False)`: a default of 0 equals False and is worth showing
+        if action.default is None or action.default is False or \
+                action.default is argparse.SUPPRESS:
             return action.help or ""
         return super()._get_help_string(action)
 

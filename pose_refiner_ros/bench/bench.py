@@ -277,22 +277,23 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
     p.add_argument("--samples", type=int, help="benchmark objects (default 200, --quick 24)")
     p.add_argument("--gcf-samples", type=int, help="objects for gcf-adam (default 24, quick 6)")
     p.add_argument("--gcf-steps", type=int, default=1000,
-                   help="gcf-adam's Adam updates (default: the paper's 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the meshes and scenes (0)")
+                   help="gcf-adam's Adam updates (the paper's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the meshes and scenes")
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling runs")
-    p.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int,
                    help=f"torch threads (default: 1 on a machine with {SMALL_CPU_CORES} cores "
-                        f"or fewer, where one is fastest; torch's default above)")
-    p.add_argument("--no-progress", action="store_true")
+                        f"or fewer, where one was fastest; above, as many as torch picks)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars nor stage messages")
     p.add_argument("--tracking", action="store_true",
                    help="run the tracking benchmark instead (synthetic motion sequences; "
                         "writes a 'tracking' section)")
     p.add_argument("--sequences", type=int, default=4,
-                   help="--tracking: sequences (default 4)")
+                   help="--tracking: sequences")
     p.add_argument("--frames", type=int, default=300,
-                   help="--tracking: frames per sequence (default 300)")
+                   help="--tracking: frames per sequence")
     p.set_defaults(handler=_main)
 
 

@@ -545,25 +545,36 @@ def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: s
 
 def add_subcommand(subparsers, name: str, help: str) -> None:
     """``pose-refiner eval-bag`` (see the module docstring)."""
-    p = subparsers.add_parser(name, help=help, description=help,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from ..ros.params import SPECS
+
+    node = {k: spec.default for k, spec in SPECS.items()}  # the node's defaults
+    p = subparsers.add_parser(name, help=help, description=help)
     p.add_argument("bag", help="input ROS 2 bag: a directory, or a .mcap / .db3 file")
     p.add_argument("--objects", required=True,
                    help="objects YAML (class ids -> meshes), or bop:MODELS_DIR")
     p.add_argument("--out", required=True, help="output directory (created)")
-    p.add_argument("--model", help="refiner checkpoint (node parameter model_path)")
+    p.add_argument("--model", help="refiner checkpoint (node parameter model_path; default: "
+                   f"--params' value, else {node['model_path']})")
     p.add_argument("--mode", choices=("auto", "learned", "region", "flow", "gcf-adam"),
-                   help="refinement mode (node parameter mode; flow needs no model)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+                   help="refinement mode (node parameter mode; default: --params' value, "
+                   f"else {node['mode']}: learned when the model file exists, else region)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (node parameter device; "
+                   f"default: --params' value, else {node['device']})")
     p.add_argument("--params", help="the node's ROS params file (default: its defaults, "
                    "as in config/refiner.yaml)")
-    p.add_argument("--iterations", type=int, help="node parameter iterations")
-    p.add_argument("--crop-size", type=int, help="node parameter crop_size")
+    p.add_argument("--iterations", type=int, help="render-and-compare iterations (node "
+                   f"parameter iterations; default: --params' value, else {node['iterations']})")
+    p.add_argument("--crop-size", type=int, help="crop side, pixels (node parameter "
+                   f"crop_size; default: --params' value, else {node['crop_size']})")
     p.add_argument("--use-depth", action=argparse.BooleanOptionalAction, default=None,
-                   help="refine with depth (node parameter use_depth)")
-    p.add_argument("--image-topic")
-    p.add_argument("--camera-info-topic")
-    p.add_argument("--detections-topic")
+                   help="refine with depth (node parameter use_depth; default: --params' "
+                   "value, else off)")
+    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: found by "
+                   "type and name; a raw image before its /compressed twin)")
+    p.add_argument("--camera-info-topic", help="CameraInfo topic (default: found by type, "
+                   "beside the image topic)")
+    p.add_argument("--detections-topic", help="Detection3DArray topic of the coarse poses "
+                   "(default: found by type and name)")
     p.add_argument("--depth-topic", help="depth image topic (implies --use-depth)")
     p.add_argument("--gt-topic", help="ground truth: a Detection3DArray or PoseStamped topic "
                    "(default: a topic whose name contains 'ground_truth', if any)")

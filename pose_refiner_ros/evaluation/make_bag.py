@@ -244,24 +244,28 @@ def _write(stage: Staging, out: Path, source: str, info: dict, *, storage, frame
 
 
 def add_subcommand(subparsers, name: str, help: str) -> None:
-    p = subparsers.add_parser(name, help=help, description=help,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = subparsers.add_parser(name, help=help, description=help)
     p.add_argument("out", help="the bag directory to create")
     p.add_argument("--from", dest="source", default="synthetic",
                    help="synthetic, or bop:PATH (a BOP dataset root)")
-    p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
-    p.add_argument("--frames", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3",
+                   help="bag storage plugin: sqlite3 (.db3) or mcap")
+    p.add_argument("--frames", type=int, default=10,
+                   help="frames to write (BOP: at most the split's images)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the synthetic scenes and of the detections' perturbation")
     p.add_argument("--objects", help="synthetic: objects YAML whose meshes are rendered "
                    "(default: procedural meshes, written to <OUT>_objects/)")
     p.add_argument("--width", type=int, default=640, help="synthetic image width")
     p.add_argument("--height", type=int, default=480, help="synthetic image height")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
     p.add_argument("--depth", choices=("16UC1", "32FC1"), help="also write a depth topic")
-    p.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8")
+    p.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8",
+                   help="colour order of the image messages")
     p.add_argument("--split", default="test", help="BOP split directory")
     p.add_argument("--gt-file", help="also write the ground truth as an eval-bag sidecar JSON")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing bag at OUT (else refused)")
     p.set_defaults(handler=_main)
 
 

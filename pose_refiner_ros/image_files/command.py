@@ -91,11 +91,14 @@ def run(args) -> int:
     if args.mode in ("flow", "region"):
         refiner = Refiner(registry, cfg)
     else:
-        if not Path(args.model).is_file():
-            print(f"refine: error: --model {args.model}: no such file (mode {args.mode} needs a "
+        from ..resources import default_model_path
+
+        model = args.model or str(default_model_path())
+        if not Path(model).is_file():
+            print(f"refine: error: --model {model}: no such file (mode {args.mode} needs a "
                   "trained model; --mode region needs none)", file=sys.stderr)
             return 2
-        refiner = Refiner.from_checkpoint(args.model, registry, cfg)
+        refiner = Refiner.from_checkpoint(model, registry, cfg)
     t0 = time.perf_counter()
     results = refiner.refine(rgb, cam.K, objects, depth_m=depth)
     batch_ms = 1e3 * (time.perf_counter() - t0)
@@ -112,8 +115,6 @@ def run(args) -> int:
 
 
 def add_subcommand(subparsers, name: str, help_text: str) -> None:
-    from ..resources import default_model_path
-
     p = subparsers.add_parser(name, help=help_text, description=__doc__)
     p.add_argument("--image", required=True, help="RGB image file (PNG, JPEG)")
     p.add_argument("--intrinsics", required=True, help="camera JSON with K (and optional D)")
@@ -126,10 +127,12 @@ def add_subcommand(subparsers, name: str, help_text: str) -> None:
     p.add_argument("--depth", help="optional registered depth image (16-bit PNG)")
     p.add_argument("--depth-scale", type=float, default=0.001,
                    help="metres per depth unit (0.001: millimetres)")
-    p.add_argument("--model", default=str(default_model_path()),
-                   help="network checkpoint (modes learned and gcf-adam)")
+    p.add_argument("--model", help="network checkpoint of modes learned and gcf-adam "
+                   "(default: the shipped models/refiner.pt)")
     p.add_argument("--mode", default="learned", choices=MODES,
-                   help="refiner mode (README, How it works)")
+                   help="learned: the network (with the region modality in RGB); region and "
+                   "flow: training-free; gcf-adam: the GCF paper's slow procedure (README, "
+                   "How it works)")
     p.add_argument("--iterations", type=int, help="outer iterations (default: the refiner's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(handler=run)
