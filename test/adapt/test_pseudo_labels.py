@@ -2,7 +2,7 @@
 confident results (no ground truth anywhere in a recording frame), and training crops
 cut from the real frames at those poses, in the trainer's batch format."""
 
-from dataclasses import fields, replace
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -64,6 +64,11 @@ def test_pseudo_poses_are_the_confident_refinements(recording):
     assert len(strict.labels) <= len(out.labels)
 
 
+def _cut(mask, crop):
+    m = torch.as_tensor(mask, dtype=torch.float32)[None, None]
+    return crop_images(m, crop, mode="nearest")[0, 0] > 0.5
+
+
 def _iou(a, b):
     return (a & b).sum() / max((a | b).sum(), 1)
 
@@ -93,10 +98,8 @@ def test_training_crops_of_real_frames_at_pseudo_poses(recording):
         i, k = next((i, k) for i, sc in enumerate(scenes) for k, o in enumerate(sc.objects)
                     if np.allclose(o.T_cam_obj_gt, T, atol=1e-5))
         crop = Crop(box_xyxy=batch["box_xyxy"][b:b + 1], K_crop=batch["K_crop"][b:b + 1], size=S)
-        cut = lambda m: crop_images(torch.as_tensor(m, dtype=torch.float32)[None, None],  # noqa: E731
-                                    crop, mode="nearest")[0, 0] > 0.5
-        ious_full.append(_iou(batch["mask_gt"][b, 0], cut(scenes[i].mask_full[k])))
-        ious_vis.append(_iou(batch["visib_mask"][b, 0], cut(scenes[i].instance_map == k)))
+        ious_full.append(_iou(batch["mask_gt"][b, 0], _cut(scenes[i].mask_full[k], crop)))
+        ious_vis.append(_iou(batch["visib_mask"][b, 0], _cut(scenes[i].instance_map == k, crop)))
     # (Small objects magnified into the crop: the nearest-pixel cut of the full-resolution
     # masks is blocky, so even exact silhouettes agree only to about 0.8 at the border.)
     assert min(ious_full) > 0.75 and np.mean(ious_full) > 0.85
