@@ -61,6 +61,7 @@ setup(
     entry_points={
         "console_scripts": [
             "refiner_node = pose_refiner_ros.ros.node_main:main",
+            "refiner_lifecycle_node = pose_refiner_ros.ros.node_main:main_managed",
             "pose-refiner = pose_refiner_ros.cli:main",
         ],
     },

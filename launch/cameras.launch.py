@@ -13,8 +13,12 @@ The defaults fit a RealSense-style driver per camera namespace and a detector pu
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, GroupAction, IncludeLaunchDescription, \
-    OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    GroupAction,
+    IncludeLaunchDescription,
+    OpaqueFunction,
+)
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
@@ -29,7 +33,7 @@ PATTERNS = {
     "coarse_pose": "/{camera}/coarse_pose",
 }
 #: Arguments passed on unchanged to every camera's refiner.launch.py.
-SHARED = ("params_file", "device", "use_sim_time")
+SHARED = ("params_file", "lifecycle", "device", "use_sim_time")
 REFINER_LAUNCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "refiner.launch.py")
 
 
@@ -77,6 +81,8 @@ def generate_launch_description():
                 get_package_share_directory("pose_refiner_ros"), "config", "refiner.yaml"),
             description="parameters of every node (YAML)",
         ),
+        DeclareLaunchArgument("lifecycle", default_value="false", choices=["true", "false"],
+                              description="true: managed nodes (refiner_lifecycle_node)"),
         DeclareLaunchArgument("device", default_value="auto",
                               description="auto | cpu | cuda | cuda:N, for every node"),
         DeclareLaunchArgument("use_sim_time", default_value="false",

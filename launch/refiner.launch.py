@@ -8,8 +8,8 @@ One node per camera: give each its own namespace (its outputs, relative names, f
 it: /<namespace>/refined_pose ...) and TF prefix, and remap its inputs to that camera's
 topics; launch/cameras.launch.py includes this file once per camera.
 
-Arguments: params_file, namespace, tf_prefix, the input topics (image, camera_info,
-detections, depth, coarse_pose), device and use_sim_time. The node's other parameters
+Arguments: params_file, namespace, tf_prefix, lifecycle, the input topics (image,
+camera_info, detections, depth, coarse_pose), device and use_sim_time. The node's other parameters
 are set in the params file (see README, "ROS interface").
 """
 
@@ -18,7 +18,7 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
@@ -34,17 +34,21 @@ INPUT_TOPICS = {
 
 
 def _node(context):
-    """The node; tf_prefix overrides the params file only when it is given."""
+    """The node (the managed one with lifecycle:=true); tf_prefix overrides the params
+    file only when it is given."""
     overrides = {
         "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
         "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
     }
     if LaunchConfiguration("tf_prefix").perform(context):
         overrides["tf_prefix"] = ParameterValue(LaunchConfiguration("tf_prefix"), value_type=str)
+    managed = LaunchConfiguration("lifecycle").perform(context) == "true"
+    kind, executable = (LifecycleNode, "refiner_lifecycle_node") if managed else (
+        Node, "refiner_node")
     return [
-        Node(
+        kind(
             package="pose_refiner_ros",
-            executable="refiner_node",
+            executable=executable,
             name="pose_refiner",
             namespace=LaunchConfiguration("namespace"),
             parameters=[LaunchConfiguration("params_file"), overrides],
@@ -75,6 +79,13 @@ def generate_launch_description():
             default_value="",
             description="prefix of the TF frames of the refined objects; empty: the params "
             "file's (give each camera its own, e.g. cam_left/refined_)",
+        ),
+        DeclareLaunchArgument(
+            "lifecycle",
+            default_value="false",
+            choices=["true", "false"],
+            description="true: the managed node (refiner_lifecycle_node), which loads on "
+            "configure and subscribes on activate",
         ),
         DeclareLaunchArgument(
             "device",

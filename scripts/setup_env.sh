@@ -43,7 +43,7 @@ ROS_RUNTIME_WHEELS=(
   "ros-rclpy[fastrtps]" ros-std-msgs ros-sensor-msgs ros-geometry-msgs
   ros-visualization-msgs ros-diagnostic-msgs ros-nav-msgs ros-shape-msgs
   ros-builtin-interfaces ros-rosgraph-msgs ros-action-msgs ros-unique-identifier-msgs
-  ros-ament-index-python
+  ros-lifecycle-msgs ros-ament-index-python
 )
 # What building interface packages from .msg files needs (see shared ROS_ENV notes).
 ROS_BUILD_WHEELS=(

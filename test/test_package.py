@@ -156,6 +156,7 @@ def test_console_scripts_declared() -> None:
     scripts = dict(s.replace(" ", "").split("=") for s in entry_points["console_scripts"])
     assert scripts == {
         "refiner_node": "pose_refiner_ros.ros.node_main:main",
+        "refiner_lifecycle_node": "pose_refiner_ros.ros.node_main:main_managed",
         "pose-refiner": "pose_refiner_ros.cli:main",
     }
 

@@ -8,8 +8,10 @@
 - ``diagnostics``  the node's counters and their DiagnosticArray
 - ``markers``      RViz markers of the published objects (meshes and labels)
 - ``startup``      what the node loads once (objects, refiner, model); failures name the fix
-- ``node``         ``RefinerNode``, the node
-- ``node_main``    ``main``, the ``refiner_node`` executable: start-up checks, then the node
+- ``node``         ``RefinerNode``, the node (and ``RefinerCore``, what it shares with the next)
+- ``lifecycle``    ``ManagedRefinerNode``, the same node as a lifecycle (managed) node
+- ``processing``   what the worker does with a frame: refine or track, then publish
+- ``node_main``    ``refiner_node`` / ``refiner_lifecycle_node``: start-up checks, then the node
 - ``ros_args``     the ``--ros-args`` (params files, ``-p``) checked before rclpy reads them
 - ``availability`` whether rclpy and the message packages are importable, in one line
 - ``demo``         ``pose-refiner demo``: the node on a synthetic recording

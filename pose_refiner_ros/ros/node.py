@@ -32,15 +32,15 @@ skipped, and counted under ``rejected.<reason>``; the node carries on. A missing
 broken objects YAML, mesh or model stops the node at start-up with a message naming
 the file and the fix. The executable's ``main`` is in ``ros.node_main``: it checks what
 it can before rclpy (ROS packages, params files, parameter types), then runs this node.
+
+What the worker does with a frame is in ``ros.processing``; ``ros.lifecycle`` has the
+managed (lifecycle) variant of this node, built from the same :class:`RefinerCore`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-import re
 import threading
 import time
-import traceback
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, PoseStamped
@@ -59,17 +59,17 @@ from visualization_msgs.msg import MarkerArray
 
 from . import conversions as conv
 from .compressed import compressed_topic
-from .debug_image import debug_object
 from .diagnostics import NodeStats, to_diagnostic_array
-from .frame_inputs import frame_images
 from .markers import MarkerState
 from .params import NodeParams, declare, validate
+from .processing import FrameProcessing, tf_frame_name
 from .stamps import StampGuard, StampsMixin
 from .startup import StartupError, load_refiner
 from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, match_window_ns, stamp_to_ns
 from .target_class import check_target
-from .tracking import Tracked as _Tracked
 from .tracking import TrackingMixin
+
+__all__ = ["RefinerCore", "RefinerNode", "StartupError", "tf_frame_name"]
 
 #: Outputs: reliable (matches reliable and best-effort subscribers), keep last 10.
 OUTPUT_QOS = QoSProfile(
@@ -90,42 +90,24 @@ INPUT_QOS = QoSProfile(
 WARN_PERIOD_S = 5.0
 
 
-def tf_frame_name(prefix: str, class_id: str, k: int) -> str:
-    """The TF child frame of instance ``k`` of ``class_id`` (see the module docstring)."""
-    return f"{prefix}{re.sub(r'[^A-Za-z0-9_]', '_', class_id)}_{k}"
+class RefinerCore(FrameProcessing, TrackingMixin, StampsMixin):
+    """Everything of the node but its life cycle: loading, publishers, subscriptions, the
+    worker thread, callbacks. A mixin of :class:`RefinerNode` (all at construction) and
+    ``ros.lifecycle.ManagedRefinerNode`` (step by step, per transition); the final class
+    is an ``rclpy`` node. ``self.params`` must be declared before :meth:`_load`."""
 
+    _loaded = False  # _load() done, _release() not since
 
-@dataclass(frozen=True)
-class _Track:
-    stamp_ns: int  # image stamp of the last refinement
-    detection_stamp_ns: int  # image stamp of the last detections
-    frame_id: str
-    objects: tuple
-
-
-class RefinerNode(TrackingMixin, StampsMixin, Node):
-    """Refines the coarse poses of ``detections`` (or ``coarse_pose``) on ``image``.
-
-    Args:
-        node_name: ROS node name.
-        **kwargs: passed to ``rclpy.node.Node`` (``parameter_overrides``, ``context``...).
-
-    Raises:
-        StartupError: the objects YAML, a mesh or the model cannot be loaded, or a
-            parameter is invalid.
-    """
-
-    def __init__(self, node_name: str = "pose_refiner", **kwargs):
-        super().__init__(node_name, **kwargs)
+    def _declare(self) -> None:
         try:
-            try:
-                self.params: NodeParams = declare(self)
-            except ValueError as e:
-                raise StartupError(str(e)) from None
-            loaded = load_refiner(self.params, self.get_logger())
-        except BaseException:
-            self.destroy_node()
-            raise
+            self.params: NodeParams = declare(self)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+
+    def _load(self) -> None:
+        """Load the objects, refiner and model that ``self.params`` name, and make the
+        frame state. Raises StartupError (nothing kept)."""
+        loaded = load_refiner(self.params, self.get_logger())
         self.registry, self.refiner, self.mode = loaded.registry, loaded.refiner, loaded.mode
         self._model_file, self._objects_file = loaded.model_file, loaded.objects_file
         p = self.params
@@ -143,62 +125,99 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             p.sync_queue_size, p.use_depth, p.sync_mode,
         )
         self._work = WorkQueue()
+        self._worker = None
+        self._subscriptions_made = []
         self._stamps = StampGuard()
         self._camera = None  # (key, CameraModel)
-        self._track: _Track | None = None
+        self._track = None  # processing._Track
         self._tracker = None  # track.Tracker, once its contour models are built
         self._tracker_building = False
         self._track_frames = 0
         self._last_tf_stamp_ns = -1
         self._rebuild = False
         self._warned: dict = {}
-
-        # publishers
-        self.pub_pose = self.create_publisher(PoseStamped, "refined_pose", OUTPUT_QOS)
-        self.pub_dets = self.create_publisher(Detection3DArray, "refined_detections", OUTPUT_QOS)
-        self.pub_poses = self.create_publisher(PoseArray, "refined_poses", OUTPUT_QOS)
-        self.pub_lost = self.create_publisher(Detection3DArray, "tracking_lost", OUTPUT_QOS)
-        self.pub_debug = self.create_publisher(Image, "debug_image", OUTPUT_QOS)
-        self.pub_markers = self.create_publisher(MarkerArray, "markers", OUTPUT_QOS)
         self._markers = MarkerState(self.registry.__getitem__)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._loaded = True
+
+    def _release(self) -> None:
+        """Drop what :meth:`_load` loaded (meshes, model, buffered frames)."""
+        self._loaded = False
+        self.registry = self.refiner = self._tracker = self._track = self._markers = None
+        self._sync = self._camera = None
+
+    def _create_outputs(self, create_publisher) -> None:
+        """The result publishers, made with ``create_publisher`` (a node's plain or
+        lifecycle one). ``/diagnostics`` and its timer are made apart
+        (:meth:`_create_diagnostics`): they report in every state."""
+        self.pub_pose = create_publisher(PoseStamped, "refined_pose", OUTPUT_QOS)
+        self.pub_dets = create_publisher(Detection3DArray, "refined_detections", OUTPUT_QOS)
+        self.pub_poses = create_publisher(PoseArray, "refined_poses", OUTPUT_QOS)
+        self.pub_lost = create_publisher(Detection3DArray, "tracking_lost", OUTPUT_QOS)
+        self.pub_debug = create_publisher(Image, "debug_image", OUTPUT_QOS)
+        self.pub_markers = create_publisher(MarkerArray, "markers", OUTPUT_QOS)
+        self.pub_tf = create_publisher(TFMessage, "/tf", TF_QOS)
         self._tf_broadcaster = None
-        self.pub_tf = None
-        try:  # a sourced ROS 2 distribution has tf2_ros
-            from tf2_ros import TransformBroadcaster
+        self._outputs = [self.pub_pose, self.pub_dets, self.pub_poses, self.pub_lost,
+                         self.pub_debug, self.pub_markers, self.pub_tf]
 
-            self._tf_broadcaster = TransformBroadcaster(self)
-        except ImportError:  # the project venv has only tf2_msgs: publish /tf ourselves
-            self.pub_tf = self.create_publisher(TFMessage, "/tf", TF_QOS)
+    def _create_diagnostics(self) -> None:
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._diag_timer = self.create_timer(
+            self.params.diagnostics_period_s, self._publish_diagnostics)
 
-        # subscriptions
+    def _create_inputs(self) -> None:
+        """Subscribe to the inputs (remembered for :meth:`_destroy_inputs`)."""
+        p = self.params
+        subs = self._subscriptions_made = []
         if p.image_transport == "compressed":  # image_transport's name for it
             self._image_topic = compressed_topic(self)
-            self.create_subscription(
+            subs.append(self.create_subscription(
                 CompressedImage, self._image_topic, self._on_image, qos_profile_sensor_data
-            )
+            ))
         else:
-            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+            subs.append(self.create_subscription(Image, "image", self._on_image,
+                                                 qos_profile_sensor_data))
             self._image_topic = self.resolve_topic_name("image")
-        self.create_subscription(
+        subs.append(self.create_subscription(
             CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data
-        )
-        self.create_subscription(Detection3DArray, "detections", self._on_detections, INPUT_QOS)
-        self.create_subscription(PoseStamped, "coarse_pose", self._on_coarse_pose, INPUT_QOS)
+        ))
+        subs.append(self.create_subscription(
+            Detection3DArray, "detections", self._on_detections, INPUT_QOS))
+        subs.append(self.create_subscription(
+            PoseStamped, "coarse_pose", self._on_coarse_pose, INPUT_QOS))
         if p.use_depth:
-            self.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data)
+            subs.append(self.create_subscription(
+                Image, "depth", self._on_depth, qos_profile_sensor_data))
 
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._watch_clock()
-        self._diag_timer = self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work_loop, name="refiner_worker", daemon=True)
+    def _destroy_inputs(self) -> None:
+        for sub in self._subscriptions_made:
+            self.destroy_subscription(sub)
+        self._subscriptions_made = []
+
+    def _start_worker(self) -> None:
+        if self._work.closed:
+            self._work = WorkQueue()
+        self._worker = threading.Thread(
+            target=self._work_loop, args=(self._work,), name="refiner_worker", daemon=True)
         self._worker.start()
-        if p.tracking:
+        if self.params.tracking:
             self._start_tracker()
-        self.get_logger().info(
-            f"ready: mode {self.mode} on {self.refiner.device}, "
-            f"{len(self.registry.class_ids)} object(s) "
-            f"from {self._objects_file}"
+
+    def _stop_worker(self) -> None:
+        """Close the work queue and wait for the frame in hand to be published."""
+        work = getattr(self, "_work", None)
+        if work is not None:
+            work.close()
+        worker = getattr(self, "_worker", None)
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=10.0)
+        self._worker = None
+
+    def _ready_line(self) -> str:
+        p = self.params
+        return (
+            f"mode {self.mode} on {self.refiner.device}, "
+            f"{len(self.registry.class_ids)} object(s) from {self._objects_file}"
             + (f", model {self._model_file}" if self._model_file else "")
             + f"; image {self._image_topic} ({p.image_transport})"
             + f"; tracking {'on' if p.tracking else 'off'}, depth {'on' if p.use_depth else 'off'}"
@@ -317,6 +336,9 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             return SetParametersResult(successful=True)
         old, new = self.params, self.params.with_values(values)
         self.params = new
+        if not self._loaded:  # a managed node not configured: read at configure
+            self.get_logger().info(f"parameters changed: {values}")
+            return SetParametersResult(successful=True)
         window = match_window_ns(new.sync_mode, new.sync_tolerance_s, new.sync_slop_s)
         with self._sync_lock:
             self._sync.set_tolerance(window, new.sync_mode)
@@ -344,278 +366,45 @@ class RefinerNode(TrackingMixin, StampsMixin, Node):
             )
         )
 
-    # -- the worker ------------------------------------------------------------------------
-    def _work_loop(self) -> None:
-        while True:
-            lane, item = self._work.take(timeout=0.5)
-            if self._work.closed:
-                return
-            if lane is None:
-                continue
-            try:
-                if self._rebuild:
-                    self._rebuild_refiner()
-                if lane == "reset":
-                    self._start_over()
-                elif lane == "detect":
-                    self._process_detections(item)
-                else:
-                    self._process_tracking(item)
-            except Exception as e:  # a bug must not kill the node: log it, count it, go on
-                if not self.context.ok():
-                    return  # shutting down: publishers are gone
-                self.stats.error()
-                self._warn("worker_error", f"refinement failed: {e!r}\n{traceback.format_exc()}")
 
-    def _rebuild_refiner(self) -> None:
-        from ..refine.refiner import Refiner
+class RefinerNode(RefinerCore, Node):
+    """Refines the coarse poses of ``detections`` (or ``coarse_pose``) on ``image``:
+    loads, subscribes and publishes from construction on (``ros.lifecycle`` has the
+    managed variant).
 
-        self._rebuild = False
-        p = self.params
-        cfg = replace(self.refiner.cfg, iterations=p.iterations, crop_size=p.crop_size)
-        self.refiner = Refiner(self.registry, cfg, self.refiner.net)
+    Args:
+        node_name: ROS node name.
+        **kwargs: passed to ``rclpy.node.Node`` (``parameter_overrides``, ``context``...).
 
-    def _frame_inputs(self, image_item, depth_item):
-        """Image (rectified RGB), K and depth of a frame (``ros.frame_inputs``), or None
-        when it must be skipped; every problem is rejected and counted."""
-        cam = self._camera[1] if self._camera is not None else None
-        images, rejections = frame_images(
-            image_item[0], depth_item[0] if depth_item is not None else None, cam
-        )
-        for r in rejections:
-            self._reject(r.reason, r.message)
-        return None if images is None else (images.image_rgb, images.K_px, images.depth_m)
+    Raises:
+        StartupError: the objects YAML, a mesh or the model cannot be loaded, or a
+            parameter is invalid.
+    """
 
-    def _coarse_objects(self, item, frame_id: str):
-        """Coarse objects of a detections item (Detection3DArray or PoseStamped)."""
-        kind, msg = item
-        if kind == "coarse_pose":
-            if msg.header.frame_id and msg.header.frame_id != frame_id:
-                self._reject(
-                    "wrong_frame",
-                    f"coarse_pose in frame {msg.header.frame_id!r}, the image in {frame_id!r}",
-                )
-                return []
-            try:
-                T = conv.pose_to_matrix(msg.pose, "coarse_pose")
-            except ValueError as e:
-                self._reject("bad_pose", str(e))
-                return []
-            return [conv.CoarseObject(self.params.coarse_pose_class_id, T, 1.0, 0)]
-        objects, rejections = conv.detections_to_objects(msg, frame_id)
-        for r in rejections:
-            self._reject(r.reason, r.message)
-        return objects
+    def __init__(self, node_name: str = "pose_refiner", **kwargs):
+        super().__init__(node_name, **kwargs)
+        try:
+            self._declare()
+            self._load()
+        except BaseException:
+            self.destroy_node()
+            raise
+        self._create_outputs(self.create_publisher)
+        try:  # a sourced ROS 2 distribution has tf2_ros
+            from tf2_ros import TransformBroadcaster
 
-    def _process_detections(self, frame: MatchedFrame) -> None:
-        p = self.params
-        image_msg = frame.image[0]
-        t_recv = max(x[1] for x in (frame.image, frame.detections, frame.depth) if x is not None)
-        inputs = self._frame_inputs(frame.image, frame.depth)
-        if inputs is None:
-            return
-        header = image_msg.header
-        objects = self._coarse_objects(frame.detections[0], header.frame_id)
-        known = []
-        for o in objects:
-            if o.class_id in self.registry:
-                known.append(o)
-            else:
-                self._reject(
-                    "unknown_class",
-                    f"class_id {o.class_id!r} is not in the objects YAML "
-                    f"({self._objects_file}); known: {list(self.registry.class_ids)}",
-                )
-        if len(known) > p.max_objects:
-            keep = sorted(known, key=lambda o: -o.score)[: p.max_objects]
-            self._reject(
-                "too_many_objects",
-                f"{len(known)} objects, max_objects is {p.max_objects}; "
-                "kept the highest detection scores",
-                len(known) - p.max_objects,
-            )
-            known = sorted(keep, key=lambda o: o.index)
-        counts: dict = {}
-        names = []
-        for o in known:
-            k = counts.get(o.class_id, 0)
-            counts[o.class_id] = k + 1
-            names.append(tf_frame_name(p.tf_prefix, o.class_id, k))
-        stamp = stamp_to_ns(header.stamp.sec, header.stamp.nanosec)
+            self.destroy_publisher(self.pub_tf)
+            self.pub_tf = None
+            self._tf_broadcaster = TransformBroadcaster(self)
+        except ImportError:  # the project venv has only tf2_msgs: publish /tf ourselves
+            pass
+        self._create_diagnostics()
+        self._create_inputs()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._watch_clock()
+        self._start_worker()
+        self.get_logger().info(f"ready: {self._ready_line()}")
 
-        def start_track(published):
-            if p.tracking:
-                self._track = (
-                    _Track(stamp, stamp, header.frame_id, tuple(published)) if published else None
-                )
-                self._track_frames = 0
-                if self._tracker is not None:
-                    self._tracker.reset([(o.class_id, o.T_cam_obj) for o in published])
-
-        self._refine_and_publish(
-            header,
-            inputs,
-            names,
-            [o.class_id for o in known],
-            [o.T_cam_obj for o in known],
-            t_recv,
-            start_track,
-        )
-        self.stats.count("frames.refined")
-
-    def _process_tracking(self, stamp: int) -> None:
-        p, track = self.params, self._track
-        if not p.tracking or track is None:
-            return
-        if stamp <= track.stamp_ns:
-            self.stats.drop("track_superseded")
-            return
-        if (
-            p.tracking_max_age_s > 0
-            and stamp - track.detection_stamp_ns > p.tracking_max_age_s * 1e9
-        ):
-            self._track = None
-            self._warn(
-                "track_expired",
-                f"tracking stopped: no detections for more than "
-                f"{p.tracking_max_age_s} s (parameter tracking_max_age_s)",
-            )
-            self.stats.count("tracks.expired")
-            return
-        with self._sync_lock:
-            found = self._sync.image_with_depth(stamp)
-            if found is not None:
-                self._sync.mark_used(stamp)
-        if found is None:
-            self.stats.drop("track_image_gone")
-            return
-        image_item, depth_item = found
-        header = image_item[0].header
-        if header.frame_id != track.frame_id:
-            self._reject(
-                "wrong_frame",
-                f"image in frame {header.frame_id!r}, the tracked objects in "
-                f"{track.frame_id!r}; tracking stopped",
-            )
-            self._track = None
-            return
-        inputs = self._frame_inputs(image_item, depth_item)
-        if inputs is None:
-            return
-        objs = track.objects
-        tracker = self._tracker
-        if tracker is not None and tracker.class_ids == [o.class_id for o in objs]:
-            self._track_and_publish(header, inputs, track, stamp, image_item[1])
-            self.stats.count("frames.tracked")
-            return
-
-        def continue_track(published):
-            if self._track is track:  # not replaced by detections meanwhile
-                self._track = (
-                    replace(track, stamp_ns=stamp, objects=tuple(published)) if published else None
-                )
-
-        self._refine_and_publish(
-            header,
-            inputs,
-            [o.name for o in objs],
-            [o.class_id for o in objs],
-            [o.T_cam_obj for o in objs],
-            image_item[1],
-            continue_track,
-        )
-        self.stats.count("frames.tracked")
-
-    def _refine_and_publish(self, header, inputs, names, class_ids, Ts, t_recv, update_track):
-        """Refine, apply the confidence rule, hand the published objects (what tracking
-        follows: refined poses, and coarse ones under ``publish_coarse``) to
-        ``update_track``, then publish (so that the next image already sees the track)."""
-        p = self.params
-        image, K, depth = inputs
-        objects = list(zip(class_ids, Ts, strict=True))
-        results = self.refiner.refine(image, K, objects, depth_m=depth) if objects else []
-        published, out = [], []  # out: (name, class_id, T, score) as published
-        shown = []  # the debug image's objects
-        for name, r in zip(names, results, strict=True):
-            confident = (not r.diverged) and r.score >= p.confidence_threshold
-            shown.append(debug_object(r, confident, p.low_confidence_action))
-            if confident:
-                out.append((name, r.class_id, r.T_cam_obj, r.score))
-                published.append(_Tracked(name, r.class_id, r.T_cam_obj, r.score))
-                continue
-            why = (
-                r.reason
-                or f"score {r.score:.2f} < confidence_threshold {p.confidence_threshold:.2f}"
-            )
-            action = p.low_confidence_action
-            self.stats.reject("low_confidence")
-            self._warn(
-                "low_confidence",
-                f"{name}: low confidence ({why}); "
-                + ("not published" if action == "drop" else "publishing the coarse pose")
-                + " (parameters confidence_threshold, low_confidence_action)",
-            )
-            if action == "publish_coarse":
-                out.append((name, r.class_id, r.T_cam_obj_init, r.score))
-                published.append(_Tracked(name, r.class_id, r.T_cam_obj_init, r.score))
-        update_track(published)
-        self.stats.count("objects.refined", len(results))
-        self._finish_frame(header, out, results, t_recv, image, K, shown)
-
-    def _finish_frame(self, header, out, results, t_recv, image, K, shown) -> None:
-        """Publish ``out`` (name, class_id, T, score), count it, time the frame, and draw
-        the debug image of ``shown`` (``render.overlay.OverlayObject``) while someone
-        subscribes."""
-        self._publish(header, out)
-        self.stats.count("objects.published", len(out))
-        ms = results[0].timing_ms.get("total") if results else None
-        self.stats.frame_done(1e3 * (time.monotonic() - t_recv), ms)
-        if self.pub_debug.get_subscription_count() > 0:
-            self._publish_debug(header, image, K, shown)
-
-    def _publish(self, header, out) -> None:
-        p = self.params
-        dets = []
-        for name, cid, T, score in out:
-            m = self.registry[cid]
-            dets.append(
-                conv.make_detection(header, cid, T, score, m.bbox_min_m, m.bbox_max_m, name)
-            )
-        self.pub_dets.publish(conv.make_detection_array(header, dets))
-        self.pub_poses.publish(conv.make_pose_array(header, [o[2] for o in out]))
-        if self.pub_markers.get_subscription_count() > 0:  # for RViz (ros.markers)
-            markers = self._markers.update(header, out)
-            if markers is not None:
-                self.pub_markers.publish(markers)
-        else:
-            self._markers.reset()
-        candidates = [o for o in out if not p.target_class_id or o[1] == p.target_class_id]
-        if candidates:
-            best = max(candidates, key=lambda o: o[3])
-            self.pub_pose.publish(conv.make_pose_stamped(header, best[2]))
-        if p.publish_tf and out:
-            stamp = stamp_to_ns(header.stamp.sec, header.stamp.nanosec)
-            if stamp <= self._last_tf_stamp_ns:
-                return  # TF must not go back or repeat a stamp (tf2 warns TF_REPEATED_DATA)
-            self._last_tf_stamp_ns = stamp
-            tfs = [conv.make_transform_stamped(header, name, T) for name, _, T, _ in out]
-            if self._tf_broadcaster is not None:
-                self._tf_broadcaster.sendTransform(tfs)
-            else:
-                self.pub_tf.publish(TFMessage(transforms=tfs))
-
-    def _publish_debug(self, header, image, K, shown) -> None:
-        from ..render.overlay import draw_overlay
-
-        out = draw_overlay(image, self.refiner.renderer, self.refiner.render_mesh, K, shown)
-        self.pub_debug.publish(conv.rgb_to_image(out, header))
-
-    # -- shutdown --------------------------------------------------------------------------
     def destroy_node(self) -> None:
-        work = getattr(self, "_work", None)
-        if work is not None:
-            work.close()
-            worker = getattr(self, "_worker", None)
-            if worker is not None and worker is not threading.current_thread():
-                worker.join(timeout=10.0)
+        self._stop_worker()
         super().destroy_node()

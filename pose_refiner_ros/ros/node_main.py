@@ -1,4 +1,5 @@
-"""``refiner_node``: the executable's start-up, up to a running :class:`RefinerNode`.
+"""``refiner_node`` and ``refiner_lifecycle_node``: the executables' start-up, up to a
+running :class:`RefinerNode` (or ``ManagedRefinerNode``).
 
 Everything that can be checked before rclpy is, so that each mistake ends in one line
 naming the input and exit code 1, never a traceback:
@@ -53,11 +54,12 @@ def _stderr_kept_back():
         held.seek(0)
 
 
-def main(args: list | None = None) -> int:
+def main(args: list | None = None, managed: bool = False) -> int:
     """Entry point of ``refiner_node`` (``ros2 run pose_refiner_ros refiner_node``).
 
     Args:
         args: the command line, program name first (default ``sys.argv``).
+        managed: run the lifecycle node (``ros.lifecycle``) instead of the plain one.
 
     Returns:
         0 after a clean shutdown (SIGINT), 1 when the node cannot start.
@@ -77,6 +79,9 @@ def main(args: list | None = None) -> int:
     from rclpy.parameter import Parameter
 
     from .node import RefinerNode, StartupError
+
+    if managed:
+        from .lifecycle import ManagedRefinerNode as RefinerNode
 
     try:
         with _stderr_kept_back() as kept:
@@ -100,6 +105,11 @@ def main(args: list | None = None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return status
+
+
+def main_managed(args: list | None = None) -> int:
+    """Entry point of ``refiner_lifecycle_node``: :func:`main` with the managed node."""
+    return main(args, managed=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ CONFIG = ROOT / "config" / "refiner.yaml"
 NODE_SRC = ROOT / "pose_refiner_ros" / "ros" / "node.py"
 
 INPUTS = ("image", "camera_info", "detections", "depth", "coarse_pose")
-EXPECTED_ARGUMENTS = {"params_file", "namespace", "tf_prefix", "device", "use_sim_time", *INPUTS}
+EXPECTED_ARGUMENTS = {"params_file", "namespace", "tf_prefix", "lifecycle", "device",
+                      "use_sim_time", *INPUTS}
 
 
 def _one_node(arguments=None, tmp_path=None):
@@ -62,7 +63,8 @@ def test_launch_file_starts_our_executable_with_the_installed_params_file(tmp_pa
     assert 'glob("config/*.yaml")' in setup_src and 'glob("launch/*.py")' in setup_src
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    assert cfg["install"]["install_scripts"] == "$base/lib/pose_refiner_ros"  # where ros2 launch looks
+    # where ros2 launch looks
+    assert cfg["install"]["install_scripts"] == "$base/lib/pose_refiner_ros"
     assert yaml.safe_load(Path(overrides).read_text()) == {
         "/pose_refiner": {"ros__parameters": {"device": "auto", "use_sim_time": False}}}
     assert node.remappings == [(t, t) for t in INPUTS]
