@@ -1,0 +1,112 @@
+"""``pose-refiner adapt``: learn your own scene from an unlabeled recording.
+
+Record a bag of the working scene with the detector running (image, camera info,
+detections; depth when present), then
+
+    pose-refiner adapt RECORDING.bag --objects my_objects.yaml --out runs/adapted
+
+gives ``runs/adapted/model.pt``, a model adapted to that camera, lighting and those
+objects (load it with ``--model`` / ``model_path:=``). No labels are needed and none are
+read: each round the current model refines the recording's detections, its trusted,
+confident results become pseudo-poses, and the network is fine-tuned on crops of the
+recording at those poses mixed with synthetic data (``adapt.run``). A BOP folder works
+too (``bop:PATH`` with ``--results``, a CSV of coarse poses); its ground truth is never
+read. Ctrl-C saves what it has. Writes ``model.pt``, ``report.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import sys
+
+__all__ = ["add_subcommand", "run", "report_markdown"]
+
+
+def report_markdown(rep: dict) -> str:
+    """The Markdown summary of an adaptation report."""
+    lines = [f"# adapt: {rep.get('recording', '')}", "",
+             f"- model: `{rep['model']}` (from `{rep['init_model']}`)",
+             f"- frames: {rep['frames']}; steps: {rep['steps']}; time: "
+             f"{rep['elapsed_s'] / 60:.1f} min" + (" (interrupted)" if rep.get("interrupted")
+                                                  else ""),
+             "", "| round | detections | accepted | not trusted | low score | median score | "
+             "loss real | loss synthetic | labelling s | training s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rep["rounds"]:
+        c = r["pseudo"]
+        mean = {k: (f"{sum(v) / len(v):.3f}" if v else "-") for k, v in r["losses"].items()}
+        med = r.get("pseudo_score_median")
+        lines.append(f"| {r['round'] + 1} | {c['detections']} | {c['accepted']} | "
+                     f"{c['not_trusted']} | {c['low_score']} | "
+                     f"{'-' if med is None else f'{med:.2f}'} | {mean['real']} | "
+                     f"{mean['synthetic']} | {r['label_s']:.0f} | {r.get('train_s', 0):.0f} |")
+    counts = rep.get("recording_counts", {})
+    if counts:
+        lines += ["", "Recording: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..mesh.registry import ObjectRegistry
+    from ..resources import default_model_path
+    from .recording import read_recording
+    from .run import AdaptConfig, adapt
+
+    try:
+        cfg = AdaptConfig(rounds=args.rounds, steps_per_round=args.steps,
+                          real_share=args.real_share, min_score=args.min_score,
+                          batch_size=args.batch_size, seed=args.seed)
+        registry = ObjectRegistry.from_yaml(args.objects)
+        frames, counts = read_recording(args.recording, registry.class_ids, args.results,
+                                        args.use_depth, args.max_frames)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"adapt: {e}", file=sys.stderr)
+        return 2
+    if not frames:
+        print(f"adapt: {args.recording}: no frame with detections of the registered objects "
+              f"({counts})", file=sys.stderr)
+        return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    init = args.init or str(default_model_path())
+    print(f"adapt: {len(frames)} frames, {sum(len(f.detections) for f in frames)} detections; "
+          f"{cfg.rounds} rounds of {cfg.steps_per_round} steps from {init}")
+    rep = adapt(frames, args.objects, init, args.out, cfg, progress=not args.no_progress)
+    rep["recording"] = str(args.recording)
+    rep["recording_counts"] = counts
+    out = Path(args.out)
+    (out / "report.json").write_text(json.dumps(rep, indent=1))
+    (out / "report.md").write_text(report_markdown(rep))
+    print(f"adapt: wrote {out / 'model.pt'}, {out / 'report.json'}, {out / 'report.md'}")
+    return 130 if rep.get("interrupted") else 0
+
+
+def add_subcommand(subparsers, name: str, help_text: str) -> None:
+    from ..cli import HelpFormatter
+
+    p = subparsers.add_parser(name, help=help_text, description=__doc__,
+                              formatter_class=HelpFormatter)
+    p.add_argument("recording", help="a ROS 2 bag, or bop:PATH (with --results)")
+    p.add_argument("--objects", required=True, help="objects YAML of the recording's classes")
+    p.add_argument("--out", required=True, help="output folder (model.pt, report)")
+    p.add_argument("--init", help="checkpoint to start from (default: the shipped "
+                                  "models/refiner.pt)")
+    p.add_argument("--results", help="bop: recordings: BOP results CSV of coarse poses")
+    p.add_argument("--rounds", type=int, default=2, help="pseudo-labelling + training rounds")
+    p.add_argument("--steps", type=int, default=500, help="training steps per round")
+    p.add_argument("--real-share", type=float, default=0.5,
+                   help="share of training batches cut from the recording")
+    p.add_argument("--min-score", type=float, default=0.6,
+                   help="least confidence of an accepted pseudo-pose")
+    p.add_argument("--batch-size", type=int, default=8, help="crops per training step")
+    p.add_argument("--max-frames", type=int, help="use only the first N frames")
+    p.add_argument("--use-depth", action="store_true", help="read depth too")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on "
+                                                          "small CPUs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
