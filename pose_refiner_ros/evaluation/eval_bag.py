@@ -543,16 +543,12 @@ def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: s
 # -- command line ------------------------------------------------------------------------------
 
 
-def add_subcommand(subparsers, name: str, help: str) -> None:
-    """``pose-refiner eval-bag`` (see the module docstring)."""
+def add_node_options(p, depth_help: str) -> None:
+    """The options of ``eval`` and ``eval-bag`` that set node parameters; each names the
+    node default it falls back to (read from the parameter specs)."""
     from ..ros.params import SPECS
 
-    node = {k: spec.default for k, spec in SPECS.items()}  # the node's defaults
-    p = subparsers.add_parser(name, help=help, description=help)
-    p.add_argument("bag", help="input ROS 2 bag: a directory, or a .mcap / .db3 file")
-    p.add_argument("--objects", required=True,
-                   help="objects YAML (class ids -> meshes), or bop:MODELS_DIR")
-    p.add_argument("--out", required=True, help="output directory (created)")
+    node = {k: spec.default for k, spec in SPECS.items()}
     p.add_argument("--model", help="refiner checkpoint (node parameter model_path; default: "
                    f"--params' value, else {node['model_path']})")
     p.add_argument("--mode", choices=("auto", "learned", "region", "flow", "gcf-adam"),
@@ -560,15 +556,25 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
                    f"else {node['mode']}: learned when the model file exists, else region)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (node parameter device; "
                    f"default: --params' value, else {node['device']})")
-    p.add_argument("--params", help="the node's ROS params file (default: its defaults, "
-                   "as in config/refiner.yaml)")
+    p.add_argument("--params", help="the node's ROS params file (default: the node's "
+                   "defaults, as in config/refiner.yaml)")
     p.add_argument("--iterations", type=int, help="render-and-compare iterations (node "
                    f"parameter iterations; default: --params' value, else {node['iterations']})")
     p.add_argument("--crop-size", type=int, help="crop side, pixels (node parameter "
                    f"crop_size; default: --params' value, else {node['crop_size']})")
     p.add_argument("--use-depth", action=argparse.BooleanOptionalAction, default=None,
-                   help="refine with depth (node parameter use_depth; default: --params' "
-                   "value, else off)")
+                   help=f"{depth_help} (node parameter use_depth; default: --params' value, "
+                   "else off)")
+
+
+def add_subcommand(subparsers, name: str, help: str) -> None:
+    """``pose-refiner eval-bag`` (see the module docstring)."""
+    p = subparsers.add_parser(name, help=help, description=help)
+    p.add_argument("bag", help="input ROS 2 bag: a directory, or a .mcap / .db3 file")
+    p.add_argument("--objects", required=True,
+                   help="objects YAML (class ids -> meshes), or bop:MODELS_DIR")
+    p.add_argument("--out", required=True, help="output directory (created)")
+    add_node_options(p, "refine with depth")
     p.add_argument("--image-topic", help="Image or CompressedImage topic (default: found by "
                    "type and name; a raw image before its /compressed twin)")
     p.add_argument("--camera-info-topic", help="CameraInfo topic (default: found by type, "

@@ -329,9 +329,8 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
 
 
 def add_subcommand(subparsers, name: str, help: str) -> None:
-    from ..ros.params import SPECS
+    from .eval_bag import add_node_options
 
-    node = {k: spec.default for k, spec in SPECS.items()}  # the node's defaults
     p = subparsers.add_parser(name, help=help, description=help,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", required=True, help="bop:PATH or pix3d:PATH")
@@ -346,22 +345,7 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
                    help="leave out BOP instances less visible than this (visib_fract); 0: all")
     p.add_argument("--grey", action="store_true",
                    help="render every mesh flat grey (stands for untextured CAD models)")
-    p.add_argument("--model", help="refiner checkpoint (node parameter model_path; default: "
-                   f"--params' value, else {node['model_path']})")
-    p.add_argument("--mode", choices=("auto", "learned", "region", "flow", "gcf-adam"),
-                   help="refinement mode (node parameter mode; default: --params' value, "
-                   f"else {node['mode']}: learned when the model file exists, else region)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (node parameter device; "
-                   f"default: --params' value, else {node['device']})")
-    p.add_argument("--params", help="the node's ROS params file (default: the node's "
-                   "defaults, as in config/refiner.yaml)")
-    p.add_argument("--iterations", type=int, help="render-and-compare iterations (node "
-                   f"parameter iterations; default: --params' value, else {node['iterations']})")
-    p.add_argument("--crop-size", type=int, help="crop side, pixels (node parameter "
-                   f"crop_size; default: --params' value, else {node['crop_size']})")
-    p.add_argument("--use-depth", action=argparse.BooleanOptionalAction, default=None,
-                   help="refine with the dataset's depth images (node parameter use_depth; "
-                   "default: --params' value, else off)")
+    add_node_options(p, "refine with the dataset's depth images")
     p.add_argument("--pix3d-json", default="pix3d.json", help="Pix3D annotation file")
     p.add_argument("--model-scale", type=float, default=1.0, help="Pix3D model units to metres")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

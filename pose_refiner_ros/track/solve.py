@@ -28,6 +28,17 @@ def _hat(v: np.ndarray) -> np.ndarray:
                      np.stack([-y, x, z], -1)], -2)
 
 
+def _camera_points(pts_obj: np.ndarray, T: np.ndarray, min_depth_m: float):
+    """``(p_cam (N, 3), front (N,))``: the points in the camera frame, and whether they lie
+    beyond ``min_depth_m``; points behind are clamped only to keep the algebra finite
+    (the solve gives them no weight), as ``solver.terms``."""
+    pc = pts_obj @ T[:3, :3].T + T[:3, 3]
+    front = pc[:, 2] > min_depth_m
+    if not front.all():
+        pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+    return pc, front
+
+
 @dataclass(frozen=True)
 class LineResiduals:
     """Point-to-line residuals ``n . (pi(T p) - target)`` (``solver.terms.LineTerm``).
@@ -49,10 +60,7 @@ class LineResiduals:
 
     def evaluate(self, T: np.ndarray, jacobian: bool = True):
         """``(r (N, 1), J (N, 1, 6) or None, front (N,) bool)`` at ``T``."""
-        pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
-        front = pc[:, 2] > self.min_depth_m
-        if not front.all():
-            pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+        pc, front = _camera_points(self.pts_obj, T, self.min_depth_m)
         fx, fy = self.K_s[0, 0], self.K_s[1, 1]
         iz = 1.0 / pc[:, 2]
         u = fx * pc[:, 0] * iz + self.K_s[0, 2]
@@ -87,10 +95,7 @@ class PlaneResiduals:
     min_depth_m: float = 1e-3
 
     def evaluate(self, T: np.ndarray, jacobian: bool = True):
-        pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
-        front = pc[:, 2] > self.min_depth_m
-        if not front.all():
-            pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+        pc, front = _camera_points(self.pts_obj, T, self.min_depth_m)
         f_over_z = 0.5 * (self.K_s[0, 0] + self.K_s[1, 1]) / pc[:, 2]
         n = self.normals_obj @ T[:3, :3].T
         r = (((pc - self.X_cam) * n).sum(-1) * f_over_z)[:, None]
@@ -118,10 +123,7 @@ class PointResiduals:
 
     def evaluate(self, T: np.ndarray, jacobian: bool = True):
         """``(r (N, 2), J (N, 2, 6) or None, front (N,) bool)`` at ``T``."""
-        pc = self.pts_obj @ T[:3, :3].T + T[:3, 3]
-        front = pc[:, 2] > self.min_depth_m
-        if not front.all():
-            pc = np.where(front[:, None], pc, np.maximum(pc, 1.0))
+        pc, front = _camera_points(self.pts_obj, T, self.min_depth_m)
         fx, fy = self.K_s[0, 0], self.K_s[1, 1]
         X, Y, iz = pc[:, 0], pc[:, 1], 1.0 / pc[:, 2]
         r = np.stack([fx * X * iz + self.K_s[0, 2], fy * Y * iz + self.K_s[1, 2]], 1) - self.uv
