@@ -139,6 +139,7 @@ class Refiner:
         cfg = cfg or RefinerConfig()
         self.registry = registry
         self.cfg = cfg
+        self._view_arrays: dict = {}  # class_id -> track.measure.ViewArrays
         self.device = resolve_device(cfg.device)
         if cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)
@@ -321,19 +322,30 @@ class Refiner:
         return occluder_inv_depth(self.renderer, meshes, mesh_idx, K, T, *img.shape[-2:])
 
     def _sparse(self, img, K, T, class_ids, mesh_idx, corners, schedule, lm=1, occ=None):
-        """Region-only refinement from the sparse viewpoint models
-        (``refine.sparse_region``), lines scaled like the zoom-in crops; ``lm`` LM
-        iterations per measurement; ``occ``: the occluder map (:meth:`_occluders`)."""
-        from .sparse_region import sparse_region_solve
+        """Region-only refinement from the sparse viewpoint models, lines scaled like the
+        zoom-in crops (``px_scale`` from the crop at ``T``), ``lm`` LM iterations per
+        measurement; ``occ``: the occluder map (:meth:`_occluders`). One object at a time
+        in NumPy (``track.measure.region_solve``, the tracker's measurement): at a few
+        thousand samples per object, torch's per-operation overhead cost three times the
+        arithmetic."""
+        from ..track.measure import ViewArrays, region_solve
 
         cfg = self.cfg
-        ids = list(dict.fromkeys(class_ids))
-        models = [self.viewpoint_model(c) for c in ids]
         crop = compute_crops(K, T, corners, cfg.crop_size, cfg.crop_margin)
-        px_scale = (crop.box_xyxy[:, 2] - crop.box_xyxy[:, 0]) / cfg.crop_size
-        T_new, _ = sparse_region_solve(img, K, T, models, mesh_idx, px_scale, cfg.region,
-                                       schedule, cfg.solver, lm, occ)
-        return T_new
+        px_scale = ((crop.box_xyxy[:, 2] - crop.box_xyxy[:, 0]) / cfg.crop_size).tolist()
+        rgb = np.ascontiguousarray(img[0].permute(1, 2, 0).detach().cpu().numpy(), np.float32)
+        Kn = K.detach().double().cpu().numpy()
+        Tn = T.detach().double().cpu().numpy()
+        occ_n = None if occ is None else occ[:, 0].detach().float().cpu().numpy()
+        out = np.empty_like(Tn)
+        for b, c in enumerate(class_ids):
+            if c not in self._view_arrays:
+                self._view_arrays[c] = ViewArrays.from_model(self.viewpoint_model(c))
+            out[b], _ = region_solve(rgb, Kn[b], Tn[b], self._view_arrays[c], px_scale[b],
+                                     cfg.region, schedule, lm, cfg.solver.max_step_rad,
+                                     cfg.solver.min_depth_m,
+                                     None if occ_n is None else np.ascontiguousarray(occ_n[b]))
+        return torch.as_tensor(out, dtype=T.dtype, device=T.device)
 
     def _retry(self, img, depth, K, T0, T, iterates, score, n_iter, region_scores, meshes,
                mesh_idx, corners, diam, timer):

@@ -38,7 +38,8 @@ import numpy as np
 from ..refine.region import RegionConfig
 
 __all__ = ["ViewArrays", "Contour", "Lines", "project_contour", "measure_lines",
-           "match_depth", "sample_bilinear", "edge_posterior", "snap_to_edge"]
+           "region_solve", "match_depth", "sample_bilinear", "edge_posterior",
+           "snap_to_edge"]
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class Lines:
 
 def measure_lines(img: np.ndarray, c: Contour, px_scale: float, cfg: RegionConfig,
                   half_len_px: float, hist: tuple | None = None,
-                  hist_rate: float = 1.0) -> Lines:
+                  hist_rate: float = 1.0, occluder_inv_depth: np.ndarray | None = None) -> Lines:
     """Colour model and line measurements along the contour ``c``.
 
     Args:
@@ -217,19 +218,25 @@ def measure_lines(img: np.ndarray, c: Contour, px_scale: float, cfg: RegionConfi
         hist: optional ``(hist_f, hist_b)`` of earlier frames or measurements, blended
             with this measurement's with weight ``hist_rate`` (tracking); with
             ``hist_rate`` 0 they are used as they are and no colours are sampled.
+        occluder_inv_depth: optional (H, W) float32 inverse depth of the nearest other
+            object, 0 where none (``refine.occlusion``): samples behind it are not used.
     """
     M = cfg.samples
     s = np.linspace(-half_len_px, half_len_px, M)
     # Sample positions in float32 (what OpenCV reads), in image pixels.
     n = (c.normal * px_scale).astype(np.float32)[:, None, :]
     uv = (c.uv * px_scale).astype(np.float32)[:, None, :]
-    rgb_l, in_l = sample_bilinear(img, uv + s.astype(np.float32)[None, :, None] * n)
+    pos_l = uv + s.astype(np.float32)[None, :, None] * n
+    rgb_l, in_l = sample_bilinear(img, pos_l)
+    free_l = _free(occluder_inv_depth, pos_l, c.depth_m)
     if hist is not None and hist_rate == 0:
         h_f, h_b = hist
     else:
         a = np.arange(cfg.gap_px, cfg.band_px, dtype=np.float64) + 0.5
         band = np.concatenate([-a[::-1], a])
-        rgb_b, in_b = sample_bilinear(img, uv + band.astype(np.float32)[None, :, None] * n)
+        pos_b = uv + band.astype(np.float32)[None, :, None] * n
+        rgb_b, in_b = sample_bilinear(img, pos_b)
+        in_b = in_b & _free(occluder_inv_depth, pos_b, c.depth_m)
         inner = (band < 0) & (-band <= c.fg_px[:, None])
         outer = (band > 0) & (band <= c.bg_px[:, None])
         idx_b = _bins(rgb_b, cfg.bins).ravel()
@@ -243,9 +250,9 @@ def measure_lines(img: np.ndarray, c: Contour, px_scale: float, cfg: RegionConfi
     # or free space (outside), up to the first failure from the edge outwards.
     ctr = M // 2
     within = np.where(s < 0, -s <= c.fg_px[:, None], s <= c.bg_px[:, None])
-    good = in_l & within
+    good = in_l & free_l & within
     ok = np.concatenate([np.logical_and.accumulate(good[:, ctr - 1::-1], 1)[:, ::-1],
-                         in_l[:, ctr:ctr + 1],
+                         (in_l & free_l)[:, ctr:ctr + 1],
                          np.logical_and.accumulate(good[:, ctr + 1:], 1)], 1)
     mean, var, agree = edge_posterior(pf, ok, s, cfg.eps, cfg.min_std_px, cfg.agree_px)
     if cfg.edge_snap_px > 0:
@@ -254,6 +261,47 @@ def measure_lines(img: np.ndarray, c: Contour, px_scale: float, cfg: RegionConfi
     agree = np.where(seen, agree, 0.0)
     return Lines(np.where(seen, mean, 0.0), np.where(seen, var, 1e6), agree, seen, h_f, h_b,
                  float(agree.sum() / max(seen.sum(), 1)))
+
+
+def _free(occ: np.ndarray | None, pos: np.ndarray, depth_m: np.ndarray):
+    """(N, M) bool: the samples at ``pos`` (N, M, 2) lie in front of the nearest other
+    object (``occ``: its inverse depth, nearest pixel), or True without an occluder map."""
+    if occ is None:
+        return True
+    inv = cv2.remap(occ, pos[..., 0], pos[..., 1], cv2.INTER_NEAREST,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return inv * depth_m[:, None] < 1.0
+
+
+def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
+                 px_scale: float, cfg: RegionConfig, schedule, lm_iterations: int = 1,
+                 max_step_rad: float = 0.5, min_depth_m: float = 1e-3,
+                 occluder_inv_depth: np.ndarray | None = None):
+    """Coarse-to-fine region-only refinement of one object (as
+    ``refine.sparse_region.sparse_region_solve``): ``(T (4, 4), score)``.
+
+    A fresh colour model at every measurement; ``schedule``: the line half length of each
+    measurement (scaled pixels, one scaled pixel = ``px_scale`` image pixels), each
+    followed by ``lm_iterations`` LM steps (``track.solve``).
+    """
+    from .solve import LineResiduals, lm_steps
+
+    K_s = K.copy()
+    K_s[:2] /= px_scale
+    floor_min = cfg.min_std_px
+    score = 0.0
+    for half in schedule:
+        c = project_contour(va, T, K_s)
+        lines = measure_lines(img, c, px_scale, cfg, half,
+                              occluder_inv_depth=occluder_inv_depth)
+        floor = max(floor_min, cfg.std_fraction * half)
+        w = lines.seen * (floor**2 / np.maximum(lines.var_px2, floor**2))
+        term = LineResiduals(c.pts_obj, c.uv + lines.mean_px[:, None] * c.normal, c.normal,
+                             w * max(cfg.weight, 1e-6), K_s, max(cfg.huber_px, floor),
+                             min_depth_m)
+        T = lm_steps(T, [term], lm_iterations, max_step_rad=max_step_rad)
+        score = lines.score
+    return T, score
 
 
 def match_depth(va: ViewArrays, view: int, T: np.ndarray, depth: np.ndarray, K: np.ndarray,
