@@ -11,7 +11,7 @@ read: each round the current model refines the recording's detections, its trust
 confident results become pseudo-poses, and the network is fine-tuned on crops of the
 recording at those poses mixed with synthetic data (``adapt.run``). A BOP folder works
 too (``bop:PATH`` with ``--results``, a CSV of coarse poses); its ground truth is never
-read. Ctrl-C saves what it has. Writes ``model.pt``, ``report.json`` and ``report.md``.
+read. Ctrl-C (or SIGTERM) saves what it has. Writes ``model.pt``, ``report.json`` and ``report.md``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def report_markdown(rep: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation.all_or_nothing import sigterm_as_interrupt
     from ..mesh.registry import ObjectRegistry
     from ..resources import default_model_path
     from .recording import read_recording
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = AdaptConfig(rounds=args.rounds, steps_per_round=args.steps,
                           real_share=args.real_share, min_score=args.min_score,
-                          batch_size=args.batch_size, seed=args.seed)
+                          batch_size=args.batch_size, crop_size=args.crop_size,
+                          n_train_meshes=args.procedural_meshes, seed=args.seed)
         registry = ObjectRegistry.from_yaml(args.objects)
         frames, counts = read_recording(args.recording, registry.class_ids, args.results,
                                         args.use_depth, args.max_frames)
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    sigterm_as_interrupt()  # a kill saves what was learned, as Ctrl-C does
     init = args.init or str(default_model_path())
     print(f"adapt: {len(frames)} frames, {sum(len(f.detections) for f in frames)} detections; "
           f"{cfg.rounds} rounds of {cfg.steps_per_round} steps from {init}")
@@ -103,6 +106,10 @@ def add_subcommand(subparsers, name: str, help_text: str) -> None:
     p.add_argument("--min-score", type=float, default=0.6,
                    help="least confidence of an accepted pseudo-pose")
     p.add_argument("--batch-size", type=int, default=8, help="crops per training step")
+    p.add_argument("--crop-size", type=int, default=128,
+                   help="training crop side, pixels (the shipped model's)")
+    p.add_argument("--procedural-meshes", type=int, default=100,
+                   help="procedural meshes of the synthetic batches (against forgetting)")
     p.add_argument("--max-frames", type=int, help="use only the first N frames")
     p.add_argument("--use-depth", action="store_true", help="read depth too")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws")

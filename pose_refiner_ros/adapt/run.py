@@ -86,6 +86,7 @@ def adapt(frames: Sequence[AdaptFrame], objects_yaml: str, init_model: str, out_
         params: the node's parameters for the refiner that labels (default: node defaults).
         log: where progress lines go.
     """
+    from ..evaluation.all_or_nothing import pause_for_test
     from ..evaluation.eval_bag import load_node_params
     from ..mesh.registry import ObjectRegistry
     from ..train.config import TrainConfig
@@ -131,6 +132,7 @@ def adapt(frames: Sequence[AdaptFrame], objects_yaml: str, init_model: str, out_
             report["rounds"].append(rec)
             t1 = time.perf_counter()
             for _ in range(cfg.steps_per_round):
+                pause_for_test("adapt-training")
                 real = bool(pl.labels) and rng.random() < cfg.real_share
                 batch = (real_training_batch(frames, pl, index, trainer.models, trainer.meshes,
                                              trainer.renderer, rng, cfg.batch_size,

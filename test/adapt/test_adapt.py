@@ -103,3 +103,18 @@ def test_the_command_refuses_a_bop_recording_without_coarse_poses(bop_recording,
     rc = main(["adapt", f"bop:{root}", "--objects", str(yaml), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "needs --results" in capsys.readouterr().err
+
+
+def test_a_stopped_adaptation_saves_what_it_has(bop_recording, tmp_path, run_paused):
+    import signal
+
+    root, csv, yaml, _ = bop_recording
+    out = tmp_path / "out"
+    rc, _, err = run_paused(["adapt", f"bop:{root}", "--results", csv, "--objects", yaml,
+                             "--out", out, "--rounds", "1", "--steps", "3", "--batch-size", "2",
+                             "--crop-size", "64", "--procedural-meshes", "2", "--min-score",
+                             "0", "--no-progress"], "adapt-training", signal.SIGTERM)
+    assert rc == 130, err
+    assert load_checkpoint(out / "model.pt") is not None
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["interrupted"] and rep["steps"] == 0
