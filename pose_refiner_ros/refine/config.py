@@ -57,7 +57,7 @@ class RefinerConfig:
             on real images, but it also stops the field from correcting the distance where
             the field is right; the region score's gate catches the drifted ones instead.
         region_polish: with the region modality, after the loop: line half lengths (crop
-            pixels) of the render-free region measurements (``refine.sparse_region``,
+            pixels) of the render-free region measurements (``track.measure.region_solve``,
             from each object's sparse viewpoint model), coarse to fine; () turns it off.
             Many cheap silhouette steps where the loop affords a few rendered ones: on
             real images (lmo-dev) 12 steps took the refined median rotation error from

@@ -8,6 +8,10 @@ from the full image instead of a zoom-in crop. One measurement and solve costs a
 milliseconds per object on a CPU, so many coarse-to-fine steps fit where one rendering
 did (as in ICG, Stoiber et al.).
 
+This batched torch version is the reference: what runs (the refiner's polish and
+consensus, the tracker) is the same arithmetic in NumPy, one object at a time
+(``track.measure``, ``track.solve``), which ``test/track/test_measure.py`` holds to it.
+
 Units: every length of :class:`~.region.RegionConfig` (line half lengths, bands, the
 standard deviation floor, the Huber threshold) is in *crop pixels*, as for the rendered
 modality: here one crop pixel is the side of the object's zoom-in window

@@ -15,8 +15,9 @@ depth modality (``refine.sparse_depth``), which the refiner runs batched in torc
 - :func:`match_depth`: the surface points of the view matched to the depth image by
   projection (point-to-plane targets).
 
-Why a second implementation: the tracker measures one to three objects, three times per
-frame, on arrays of a few thousand samples. At that size torch's per-operation overhead
+Used by the tracker, and by the refiner's render-free polish and consensus
+(:func:`region_solve`). Why a second implementation: each call measures one object on
+arrays of a few thousand samples. At that size torch's per-operation overhead
 is most of the cost (measured on this project's 2-core CPU, one thread: 3.3 ms per
 measurement and Gauss-Newton step in torch, nearly all of it dispatch). The arithmetic
 below is the same, sample for sample (``test/track/test_measure.py`` checks it against the
