@@ -80,7 +80,7 @@ def main() -> int:
             col.node.destroy_subscription(sub)
     ex = SingleThreadedExecutor(context=context)
     ex.add_node(col.node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    threading.Thread(target=_spin, args=(ex,), daemon=True).start()
     try:
         deadline = time.monotonic() + args.timeout
         while not col.connected() or (col.diagnostics or {}).get("tracker") != "ready":
@@ -151,6 +151,16 @@ def main() -> int:
         stop_node(proc)
         col.node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def _spin(executor) -> None:
+    """Spin until the context shuts down (the end of the run, not an error)."""
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
 
 
 if __name__ == "__main__":
