@@ -42,10 +42,47 @@ def report_markdown(rep: dict) -> str:
                      f"{c['not_trusted']} | {c['low_score']} | "
                      f"{'-' if med is None else f'{med:.2f}'} | {mean['real']} | "
                      f"{mean['synthetic']} | {r['label_s']:.0f} | {r.get('train_s', 0):.0f} |")
+    gt = rep.get("ground_truth")
+    if gt and "before" in gt:
+        lines += ["", "Ground truth of the recording (`--report-ground-truth`, after "
+                  "adaptation; never used by it):", "",
+                  "| model | objects | ADD(-S)@0.1d | median e_R | made worse |",
+                  "|---|---:|---:|---:|---:|"]
+        for name in ("before", "after"):
+            g = gt[name]
+            lines.append(f"| {name} | {g['objects']} | {100 * g['add_0.1d']:.1f}% | "
+                         f"{g['median_e_R_deg']:.1f} deg | {100 * g['made_worse']:.1f}% |")
+    elif gt:
+        lines += ["", f"Ground truth: {gt['skipped']}"]
     counts = rep.get("recording_counts", {})
     if counts:
         lines += ["", "Recording: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
     return "\n".join(lines) + "\n"
+
+
+def ground_truth_report(args, init_model, adapted_model) -> dict:
+    """After adaptation only, and only when asked (``--report-ground-truth``): the
+    recording's own ground truth scores the model it started from and the adapted one,
+    from the same coarse poses (``pose-refiner eval`` with ``--results``), on the frames
+    adaptation used. BOP recordings only."""
+    from ..evaluation.eval_dataset import evaluate_dataset
+
+    spec = str(args.recording)
+    if not spec.startswith("bop:"):
+        return {"skipped": "ground-truth metrics are computed for bop: recordings only "
+                           "(for a bag, run eval-bag with --model on each model)"}
+    out = {}
+    for name, model in (("before", init_model), ("after", adapted_model)):
+        summary = evaluate_dataset(spec, Path(args.out) / f"ground_truth_{name}",
+                                   results=args.results, max_images=args.max_frames,
+                                   model=str(model), use_depth=args.use_depth,
+                                   progress=False, plots=False)
+        m = summary["metrics"]
+        out[name] = {"objects": m["n"],
+                     "add_0.1d": m["refined"]["acc_add_or_adds_0.1d"],
+                     "median_e_R_deg": m["refined"]["median_e_R_deg"],
+                     "made_worse": m["n_worse"]["add_or_adds_m"] / max(m["n"], 1)}
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     rep = adapt(frames, args.objects, init, args.out, cfg, progress=not args.no_progress)
     rep["recording"] = str(args.recording)
     rep["recording_counts"] = counts
+    if args.report_ground_truth and not rep.get("interrupted"):
+        rep["ground_truth"] = ground_truth_report(args, init, Path(args.out) / "model.pt")
     out = Path(args.out)
     (out / "report.json").write_text(json.dumps(rep, indent=1))
     (out / "report.md").write_text(report_markdown(rep))
@@ -115,5 +154,9 @@ def add_subcommand(subparsers, name: str, help_text: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on "
                                                           "small CPUs)")
+    p.add_argument("--report-ground-truth", action="store_true",
+                   help="bop: recordings: after adaptation, score the starting and the adapted "
+                        "model against the recording's ground truth (adaptation itself never "
+                        "reads it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)

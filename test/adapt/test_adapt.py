@@ -24,14 +24,12 @@ SYN = SyntheticConfig(image_width=240, image_height=180, focal_range_px=(150.0, 
                       apparent_size_px=(50.0, 90.0), objects_per_scene=(1, 2))
 
 
-@pytest.fixture(scope="module")
-def bop_recording(tmp_path_factory):
-    """A BOP folder whose ground truth is deleted, a results CSV of perturbed poses, and
-    an objects YAML of its meshes."""
+def _make_recording(root: Path, keep_ground_truth: bool):
+    """A BOP folder (ground truth deleted unless kept), a results CSV of perturbed poses,
+    and an objects YAML of its meshes."""
     models = procedural_models("val", 2, seed=0)
     rng = np.random.default_rng(5)
     scenes = [generate_scene(models, rng, SYN) for _ in range(3)]
-    root = tmp_path_factory.mktemp("rec") / "bop"
     write_bop(scenes, root, models, split_dir="test", scene_id=1)
     rows = []
     for i, sc in enumerate(scenes):
@@ -42,13 +40,18 @@ def bop_recording(tmp_path_factory):
             rows.append(BopEstimate(1, i, oid, 1.0, T, -1.0))
     csv = root.parent / "coarse.csv"
     write_bop_results(csv, rows)
-    for gt in root.rglob("scene_gt*.json"):
+    for gt in [] if keep_ground_truth else root.rglob("scene_gt*.json"):
         gt.unlink()  # adaptation must not need it (and cannot read it)
     yaml = root.parent / "objects.yaml"
     yaml.write_text("objects:\n" + "".join(
         f"- class_id: obj_{k + 1:06d}\n  mesh: {root / 'models' / f'obj_{k + 1:06d}.ply'}\n"
         "  scale: 0.001\n" for k in range(len(models))))
     return root, csv, yaml, len(rows)
+
+
+@pytest.fixture(scope="module")
+def bop_recording(tmp_path_factory):
+    return _make_recording(tmp_path_factory.mktemp("rec") / "bop", keep_ground_truth=False)
 
 
 def test_a_bop_recording_is_read_without_its_ground_truth(bop_recording):
@@ -118,3 +121,18 @@ def test_a_stopped_adaptation_saves_what_it_has(bop_recording, tmp_path, run_pau
     assert load_checkpoint(out / "model.pt") is not None
     rep = json.loads((out / "report.json").read_text())
     assert rep["interrupted"] and rep["steps"] == 0
+
+
+def test_ground_truth_is_reported_only_when_asked_and_after_adaptation(tmp_path):
+    root, csv, yaml, n_rows = _make_recording(tmp_path / "bop", keep_ground_truth=True)
+    out = tmp_path / "out"
+    rc = main(["adapt", f"bop:{root}", "--results", str(csv), "--objects", str(yaml),
+               "--out", str(out), "--rounds", "1", "--steps", "1", "--batch-size", "2",
+               "--crop-size", "64", "--procedural-meshes", "2", "--min-score", "0",
+               "--report-ground-truth", "--no-progress"])
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    gt = rep["ground_truth"]
+    assert gt["before"]["objects"] == gt["after"]["objects"] == n_rows
+    assert 0 <= gt["after"]["add_0.1d"] <= 1
+    assert "Ground truth of the recording" in (out / "report.md").read_text()
