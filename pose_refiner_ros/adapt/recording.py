@@ -53,17 +53,20 @@ def read_bag_frames(path: str | os.PathLike, class_ids, use_depth: bool = False,
                     max_frames: int | None = None):
     """``(frames, counts)`` of a bag (module docstring)."""
     from ..evaluation import bag_io as B
-    from ..evaluation.eval_bag import resolve_topics
+    from ..evaluation.eval_bag import load_node_params, resolve_topics
     from ..ros import conversions as conv
     from ..ros.frame_inputs import frame_images
-    from ..ros.sync import FrameSynchronizer
+    from ..ros.sync import FrameSynchronizer, match_window_ns
 
     known = set(class_ids)
     counts: Counter = Counter()
     frames: list[AdaptFrame] = []
     with B.BagReader(path) as bag:
         topics = resolve_topics(bag, use_depth=use_depth, find_ground_truth=False)
-        sync = FrameSynchronizer(5_000_000, 50, use_depth=topics.depth is not None)
+        p = load_node_params()  # matched as the node matches them, with its defaults
+        sync = FrameSynchronizer(match_window_ns(p.sync_mode, p.sync_tolerance_s, p.sync_slop_s),
+                                 p.sync_queue_size, use_depth=topics.depth is not None,
+                                 mode=p.sync_mode)
         camera = None
         wanted = [t for t in (topics.image, topics.camera_info, topics.detections, topics.depth)
                   if t]

@@ -79,7 +79,7 @@ def run_tracking_bench(refiner, n_sequences: int = 4, n_frames: int = 300, seed:
             rng = np.random.default_rng(s)
             cid, T_gt0, _ = frames[0].objects[0]
             m = by_id[cid]
-            tracker = Tracker(refiner.viewpoint_model, tcfg,
+            tracker = Tracker(refiner.view_arrays, tcfg,
                               corners=lambda c: by_id[c].bbox_corners_m, device=refiner.device)
             tracker.reset([(cid, T_gt0)])
             ok_seq = []

@@ -140,6 +140,7 @@ class Refiner:
         self.registry = registry
         self.cfg = cfg
         self._view_arrays: dict = {}  # class_id -> track.measure.ViewArrays
+        self._np_image = None  # (image tensor, its (H, W, 3) NumPy copy) of the last _sparse
         self.device = resolve_device(cfg.device)
         if cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)
@@ -315,6 +316,15 @@ class Refiner:
             self._viewpoints[class_id] = vm.to(self.device)
         return self._viewpoints[class_id]
 
+    def view_arrays(self, class_id: str):
+        """:meth:`viewpoint_model` as the NumPy arrays of ``track.measure.ViewArrays``,
+        converted once; the render-free polish, the consensus and the tracker share them."""
+        from ..track.measure import ViewArrays
+
+        if class_id not in self._view_arrays:
+            self._view_arrays[class_id] = ViewArrays.from_model(self.viewpoint_model(class_id))
+        return self._view_arrays[class_id]
+
     def _occluders(self, img, K, T, meshes, mesh_idx):
         """The occluder map of the objects at ``T`` (``refine.occlusion``), None for one."""
         if T.shape[0] == 1:
@@ -328,20 +338,22 @@ class Refiner:
         in NumPy (``track.measure.region_solve``, the tracker's measurement): at a few
         thousand samples per object, torch's per-operation overhead cost three times the
         arithmetic."""
-        from ..track.measure import ViewArrays, region_solve
+        from ..track.measure import region_solve
 
         cfg = self.cfg
         crop = compute_crops(K, T, corners, cfg.crop_size, cfg.crop_margin)
         px_scale = ((crop.box_xyxy[:, 2] - crop.box_xyxy[:, 0]) / cfg.crop_size).tolist()
-        rgb = np.ascontiguousarray(img[0].permute(1, 2, 0).detach().cpu().numpy(), np.float32)
+        # The polish and the consensus check read the same image: converted once.
+        if self._np_image is None or self._np_image[0] is not img:
+            self._np_image = (img, np.ascontiguousarray(
+                img[0].permute(1, 2, 0).detach().cpu().numpy(), np.float32))
+        rgb = self._np_image[1]
         Kn = K.detach().double().cpu().numpy()
         Tn = T.detach().double().cpu().numpy()
         occ_n = None if occ is None else occ[:, 0].detach().float().cpu().numpy()
         out = np.empty_like(Tn)
         for b, c in enumerate(class_ids):
-            if c not in self._view_arrays:
-                self._view_arrays[c] = ViewArrays.from_model(self.viewpoint_model(c))
-            out[b], _ = region_solve(rgb, Kn[b], Tn[b], self._view_arrays[c], px_scale[b],
+            out[b], _ = region_solve(rgb, Kn[b], Tn[b], self.view_arrays(c), px_scale[b],
                                      cfg.region, schedule, lm, cfg.solver.max_step_rad,
                                      cfg.solver.min_depth_m,
                                      None if occ_n is None else np.ascontiguousarray(occ_n[b]))

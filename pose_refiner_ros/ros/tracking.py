@@ -47,10 +47,10 @@ class TrackingMixin:
             t0 = time.monotonic()
             try:
                 for c in self.registry.class_ids:
-                    self.refiner.viewpoint_model(c)
+                    self.refiner.view_arrays(c)
                 reg = self.registry
                 self._tracker = Tracker(
-                    self.refiner.viewpoint_model,
+                    self.refiner.view_arrays,
                     TrackerConfig(lost_below=self.params.tracking_lost_below),
                     corners=lambda c: reg[c].bbox_corners_m, device=self.refiner.device)
                 self.stats.info["tracker"] = "ready"

@@ -62,6 +62,10 @@ class ViewArrays:
 
     @classmethod
     def from_model(cls, vm) -> ViewArrays:
+        """The arrays of a ``ViewpointModel`` (a ``ViewArrays`` is returned as it is)."""
+        if isinstance(vm, ViewArrays):
+            return vm
+
         def arr(name):
             a = getattr(vm, name).detach().cpu().numpy()
             return a if a.dtype == bool else a.astype(np.float64)

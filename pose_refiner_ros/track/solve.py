@@ -39,6 +39,18 @@ def _camera_points(pts_obj: np.ndarray, T: np.ndarray, min_depth_m: float):
     return pc, front
 
 
+def _project(pc: np.ndarray, K_s: np.ndarray, jacobian: bool = True):
+    """``(uv (N, 2), d(uv)/d(p_cam) (N, 2, 3) or None)`` of camera-frame points ``pc``."""
+    fx, fy = K_s[0, 0], K_s[1, 1]
+    X, Y, iz = pc[:, 0], pc[:, 1], 1.0 / pc[:, 2]
+    uv = np.stack([fx * X * iz + K_s[0, 2], fy * Y * iz + K_s[1, 2]], 1)
+    if not jacobian:
+        return uv, None
+    zero = np.zeros_like(X)
+    return uv, np.stack([np.stack([fx * iz, zero, -fx * X * iz * iz], -1),
+                         np.stack([zero, fy * iz, -fy * Y * iz * iz], -1)], 1)
+
+
 @dataclass(frozen=True)
 class LineResiduals:
     """Point-to-line residuals ``n . (pi(T p) - target)`` (``solver.terms.LineTerm``).
@@ -59,19 +71,14 @@ class LineResiduals:
     min_depth_m: float = 1e-3
 
     def evaluate(self, T: np.ndarray, jacobian: bool = True):
-        """``(r (N, 1), J (N, 1, 6) or None, front (N,) bool)`` at ``T``."""
+        """``(r (N, 1), J (N, 1, 6) or None, front (N,) bool)`` at ``T``: the point
+        residual of :func:`_project` along the line's normal."""
         pc, front = _camera_points(self.pts_obj, T, self.min_depth_m)
-        fx, fy = self.K_s[0, 0], self.K_s[1, 1]
-        iz = 1.0 / pc[:, 2]
-        u = fx * pc[:, 0] * iz + self.K_s[0, 2]
-        v = fy * pc[:, 1] * iz + self.K_s[1, 2]
-        nx, ny = self.normal[:, 0], self.normal[:, 1]
-        r = (nx * (u - self.target[:, 0]) + ny * (v - self.target[:, 1]))[:, None]
+        uv, d_uv = _project(pc, self.K_s, jacobian)
+        r = ((uv - self.target) * self.normal).sum(1, keepdims=True)
         if not jacobian:
             return r, None, front
-        # n^T d(uv)/d(p_cam), then d(p_cam)/d(xi) = [I | -hat(p_cam)]: [a, p_cam x a].
-        a = np.stack([nx * fx * iz, ny * fy * iz,
-                      -(nx * fx * pc[:, 0] + ny * fy * pc[:, 1]) * iz * iz], -1)
+        a = np.einsum("nk,nkj->nj", self.normal, d_uv)  # n^T d(uv)/d(p_cam)
         return r, np.concatenate([a, np.cross(pc, a)], 1)[:, None], front
 
 
@@ -124,16 +131,11 @@ class PointResiduals:
     def evaluate(self, T: np.ndarray, jacobian: bool = True):
         """``(r (N, 2), J (N, 2, 6) or None, front (N,) bool)`` at ``T``."""
         pc, front = _camera_points(self.pts_obj, T, self.min_depth_m)
-        fx, fy = self.K_s[0, 0], self.K_s[1, 1]
-        X, Y, iz = pc[:, 0], pc[:, 1], 1.0 / pc[:, 2]
-        r = np.stack([fx * X * iz + self.K_s[0, 2], fy * Y * iz + self.K_s[1, 2]], 1) - self.uv
+        uv, d_uv = _project(pc, self.K_s, jacobian)
         if not jacobian:
-            return r, None, front
-        zero = np.zeros_like(X)
-        d_uv = np.stack([np.stack([fx * iz, zero, -fx * X * iz * iz], -1),
-                         np.stack([zero, fy * iz, -fy * Y * iz * iz], -1)], 1)  # (N, 2, 3)
+            return uv - self.uv, None, front
         # d(p_cam)/d(xi) = [I | -hat(p_cam)]; row a of d_uv gives [a, p_cam x a].
-        return r, np.concatenate([d_uv, np.cross(pc[:, None], d_uv)], 2), front
+        return uv - self.uv, np.concatenate([d_uv, np.cross(pc[:, None], d_uv)], 2), front
 
 
 def _norm(r: np.ndarray) -> np.ndarray:

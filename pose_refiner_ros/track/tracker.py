@@ -26,7 +26,7 @@ detection. The tracker itself never hides a loss.
 
 Example::
 
-    tracker = Tracker(refiner.viewpoint_model, TrackerConfig())
+    tracker = Tracker(refiner.view_arrays, TrackerConfig())
     tracker.reset([(r.class_id, r.T_cam_obj) for r in refined])
     for image in frames:
         for res in tracker.step(image, K):
@@ -125,9 +125,9 @@ class Tracker:
     """Tracks a set of objects from frame to frame (module docstring).
 
     Args:
-        viewpoint_model: ``class_id -> ViewpointModel`` (e.g.
-            ``Refiner.viewpoint_model``, which builds or loads the cached model); read
-            once per class into NumPy arrays.
+        viewpoint_model: ``class_id -> ViewpointModel`` or ``ViewArrays`` (e.g.
+            ``Refiner.view_arrays``, which builds or loads the cached model and shares
+            its NumPy arrays with the refiner's polish); read once per class.
         cfg: settings.
         corners: ``class_id -> (8, 3)`` bounding-box corners, object frame, metres (the
             scale of the lines, as the refiner's crops); default: the box of the
@@ -187,18 +187,19 @@ class Tracker:
         self._hist = [self._hist[i] for i in idx]
         self.T = self.T[idx] if idx else None
 
-    def _px_scale(self, class_id: str, T: np.ndarray, K: np.ndarray) -> float:
-        """Image pixels per crop pixel: the refiner's zoom-in window at ``T``
-        (``geometry.crop.compute_crops``: the projected box's larger side times the
-        margin, at least 8 pixels) over ``crop_size``."""
+    def _window(self, class_id: str, T: np.ndarray, K: np.ndarray):
+        """``(px_scale, extent)``: image pixels per crop pixel, from the refiner's zoom-in
+        window at ``T`` (``geometry.crop.compute_crops``: the projected box's larger side
+        times the margin, at least 8 pixels, over ``crop_size``), and the projected box's
+        ``(lo (2,), hi (2,))`` in pixels, None when it is behind the camera."""
         pc = self._box(class_id) @ T[:3, :3].T + T[:3, 3]
-        front = pc[:, 2] > 1e-3
-        if not front.any():
-            side = 2.0 * max(K[0, 2], K[1, 2]) + 1.0
-        else:
-            uv = pc[front, :2] / pc[front, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
-            side = float((uv.max(0) - uv.min(0)).max()) * self.cfg.crop_margin
-        return max(side, 8.0) / self.cfg.crop_size
+        pc = pc[pc[:, 2] > 1e-3]
+        if not len(pc):
+            return max(2.0 * max(K[0, 2], K[1, 2]) + 1.0, 8.0) / self.cfg.crop_size, None
+        uv = pc[:, :2] / pc[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
+        lo, hi = uv.min(0), uv.max(0)
+        side = float((hi - lo).max()) * self.cfg.crop_margin
+        return max(side, 8.0) / self.cfg.crop_size, (lo, hi)
 
     def step(self, image, K, depth_m=None) -> list[TrackResult]:
         """Track every object into this frame.
@@ -215,21 +216,20 @@ class Tracker:
         image = np.asarray(image)
         K = np.asarray(K, np.float64)
         H, W = image.shape[:2]
-        scales = [self._px_scale(c, T, K) for c, T in zip(self.class_ids, self.T, strict=True)]
+        windows = [self._window(c, T, K) for c, T in zip(self.class_ids, self.T, strict=True)]
+        scales = [sc for sc, _ in windows]
         # Only the image around the objects is read: the union of their windows, grown by
         # the longest line and band (converting a whole 640x480 frame to float costs
         # more than an object's measurements).
         lo, hi = np.array([W, H], float), np.zeros(2)
-        for c, T, sc in zip(self.class_ids, self.T, scales, strict=True):
-            pc = self._box(c) @ T[:3, :3].T + T[:3, 3]
-            pc = pc[pc[:, 2] > 1e-3]
-            if not len(pc):
+        for sc, extent in windows:
+            if extent is None:
                 lo, hi = np.zeros(2), np.array([W, H], float)
                 continue
-            uv = pc[:, :2] / pc[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
+            b_lo, b_hi = extent
             reach = (max(cfg.schedule) + cfg.region.band_px) * sc + 0.5 * (
-                cfg.crop_margin * (uv.max(0) - uv.min(0)).max())
-            ctr = 0.5 * (uv.max(0) + uv.min(0))
+                cfg.crop_margin * (b_hi - b_lo).max())
+            ctr = 0.5 * (b_lo + b_hi)
             lo, hi = np.minimum(lo, ctr - reach), np.maximum(hi, ctr + reach)
         x0, y0 = (int(np.clip(np.floor(lo[i]), 0, s - 1)) for i, s in ((0, W), (1, H)))
         x1, y1 = (int(np.clip(np.ceil(hi[i]) + 1, v + 1, s))
