@@ -282,7 +282,8 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
                                    reason=r.reason, T_init=r.T_cam_obj_init,
                                    T_refined=r.T_cam_obj, timing_ms=r.timing_ms,
                                    iterations=r.iterations, mode=r.mode,
-                                   score_coarse=r.score_coarse, kept_coarse=r.kept_coarse)
+                                   score_coarse=r.score_coarse, kept_coarse=r.kept_coarse,
+                                   restarted=r.restarted)
                 if j is not None:
                     rec.T_gt = gt[j][1]
                     (rec.metrics_init, rec.metrics_refined, rec.e_R_iter_deg,

@@ -56,6 +56,8 @@ class ObjectResult:
         score_coarse: the refiner's region score of the coarse pose (None without the
             region modality).
         kept_coarse: the refiner did not trust its refinement and returned the coarse pose.
+        restarted: the refinement was rejected and one of the refiner's restarts replaced
+            it (``RefineResult.restarted``).
         published: what the node would publish (``eval-bag``): ``"refined"`` (confident),
             ``"coarse"`` (low confidence, ``publish_coarse``) or ``""`` (withheld); None
             where no node rule applies (``eval``).
@@ -81,6 +83,7 @@ class ObjectResult:
     t_err_iter_m: list = field(default_factory=list)
     score_coarse: float | None = None
     kept_coarse: bool = False
+    restarted: bool = False
     published: str | None = None
 
     def to_json(self) -> dict:
@@ -92,7 +95,8 @@ class ObjectResult:
             "score": round(float(self.score), 6), "diverged": bool(self.diverged),
             "score_coarse": (None if self.score_coarse is None
                              else round(float(self.score_coarse), 6)),
-            "kept_coarse": bool(self.kept_coarse), "published": self.published,
+            "kept_coarse": bool(self.kept_coarse),
+            "restarted": bool(self.restarted), "published": self.published,
             "reason": self.reason, "iterations": int(self.iterations), "mode": self.mode,
             "timing_ms": {k: round(float(v), 3) for k, v in self.timing_ms.items()},
             "T_init": mat(self.T_init), "T_refined": mat(self.T_refined), "T_gt": mat(self.T_gt),

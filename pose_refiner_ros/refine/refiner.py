@@ -44,6 +44,7 @@ from .field import correspondences, sample_map
 from .occlusion import occluder_inv_depth
 from .polish import PassPoints, grid_normals_obj, plane_terms, polish_pose
 from .region import line_term, region_measure
+from .restarts import restart_rejected
 from .trust import consensus_spread, trusted
 
 __all__ = ["MODES", "RefinerConfig", "RefineResult", "Refiner", "resolve_device",
@@ -254,6 +255,7 @@ class Refiner:
         T = torch.as_tensor(T0, dtype=torch.float32, device=self.device)
 
         occ = None  # the occluder map at the current poses, when known
+        restarted = None  # (B,) bool: a restart replaced the rejected refinement
         if self.cfg.mode == "gcf-adam":
             from .gcf_adam import refine_gcf_adam
 
@@ -287,6 +289,17 @@ class Refiner:
                     spread = consensus_spread(self, img, K_t, T, class_ids, mesh_idx,
                                               corners, meshes, diam, occ)
                 region_scores = (*region_scores[:2], spread)
+            if (region_scores is not None and len(region_scores) > 2 and self.cfg.restarts
+                    and self.cfg.region_polish):
+                with timer.section("restarts"):
+                    if occ is None:
+                        occ = self._occluders(img, K_t, T, meshes, mesh_idx)
+                    T, region_scores, restarted = restart_rejected(
+                        self, img, K_t, torch.as_tensor(T0, dtype=T.dtype, device=T.device),
+                        T, class_ids, mesh_idx, corners, meshes, diam, region_scores, occ)
+                    if restarted.any():
+                        iterates = torch.cat([iterates, T[:, None]], 1)
+                        score = torch.where(restarted, region_scores[1], score)
         total_ms = 1e3 * (time.perf_counter() - t_start)
         timing = {k: v / B for k, v in timer.ms.items()}
         timing["total"] = total_ms / B
@@ -303,6 +316,7 @@ class Refiner:
             "rgbd" if depth is not None else "rgb",
             timing,
             region_scores,
+            restarted,
         )
 
     def viewpoint_model(self, class_id: str):
@@ -331,13 +345,15 @@ class Refiner:
             return None
         return occluder_inv_depth(self.renderer, meshes, mesh_idx, K, T, *img.shape[-2:])
 
-    def _sparse(self, img, K, T, class_ids, mesh_idx, corners, schedule, lm=1, occ=None):
+    def _sparse(self, img, K, T, class_ids, mesh_idx, corners, schedule, lm=1, occ=None,
+                with_score=False):
         """Region-only refinement from the sparse viewpoint models, lines scaled like the
         zoom-in crops (``px_scale`` from the crop at ``T``), ``lm`` LM iterations per
         measurement; ``occ``: the occluder map (:meth:`_occluders`). One object at a time
         in NumPy (``track.measure.region_solve``, the tracker's measurement): at a few
         thousand samples per object, torch's per-operation overhead cost three times the
-        arithmetic."""
+        arithmetic. With ``with_score``, also the (B,) render-free region score of each
+        object's last measurement."""
         from ..track.measure import region_solve
 
         cfg = self.cfg
@@ -352,12 +368,14 @@ class Refiner:
         Tn = T.detach().double().cpu().numpy()
         occ_n = None if occ is None else occ[:, 0].detach().float().cpu().numpy()
         out = np.empty_like(Tn)
+        scores = np.zeros(len(class_ids))
         for b, c in enumerate(class_ids):
-            out[b], _ = region_solve(rgb, Kn[b], Tn[b], self.view_arrays(c), px_scale[b],
+            out[b], scores[b] = region_solve(rgb, Kn[b], Tn[b], self.view_arrays(c), px_scale[b],
                                      cfg.region, schedule, lm, cfg.solver.max_step_rad,
                                      cfg.solver.min_depth_m,
                                      None if occ_n is None else np.ascontiguousarray(occ_n[b]))
-        return torch.as_tensor(out, dtype=T.dtype, device=T.device)
+        out = torch.as_tensor(out, dtype=T.dtype, device=T.device)
+        return (out, torch.as_tensor(scores, dtype=T.dtype, device=T.device)) if with_score else out
 
     def _retry(self, img, depth, K, T0, T, iterates, score, n_iter, region_scores, meshes,
                mesh_idx, corners, diam, timer):
@@ -521,7 +539,7 @@ class Refiner:
                                     cfg.region.half_len_px[-1], with_score=True, occ=occ)[2]
 
     def _results(self, class_ids, T0, T, iterates, score, n_iter, K, hw, diam, mode, timing,
-                 region_scores=None):
+                 region_scores=None, restarted=None):
         cfg = self.cfg
         if region_scores is not None:
             trusted_np = trusted(self.cfg, region_scores).cpu().numpy()
@@ -580,6 +598,7 @@ class Refiner:
                     iterations=n_iter,
                     kept_coarse=kept_coarse,
                     score_coarse=None if region_scores is None else float(r_init[i]),
+                    restarted=bool(restarted is not None and restarted[i] and not kept_coarse),
                 )
             )
         return out

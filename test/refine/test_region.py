@@ -1,5 +1,6 @@
 """The region modality: contour sampling, the colour model, line measurements, occlusion,
-and the training-free ``region`` mode end to end on a synthetic photo."""
+the training-free ``region`` mode end to end on a synthetic photo, and the restarts of
+rejected refinements (``refine.restarts``)."""
 
 from dataclasses import replace
 
@@ -15,6 +16,7 @@ from pose_refiner_ros.refine.colour_model import foreground_probability
 from pose_refiner_ros.refine.occlusion import occluder_inv_depth
 from pose_refiner_ros.refine.refiner import Refiner, RefinerConfig
 from pose_refiner_ros.refine.region import RegionConfig, contour_samples, line_measurements
+from pose_refiner_ros.refine.restarts import start_poses
 from pose_refiner_ros.render.base import RenderMesh, make_renderer
 
 S = 96
@@ -245,3 +247,75 @@ def test_dilation_by_running_sums_equals_max_pooling(r):
     ref = F.max_pool2d(F.max_pool2d(x, (1, 2 * r + 1), stride=1, padding=(0, r)),
                        (2 * r + 1, 1), stride=1, padding=(r, 0))
     assert torch.equal(_dilate(x, r), ref)
+
+
+# Restarts: a refinement the gate rejects gets other starts, and one of them replaces the
+# coarse pose only when it passes a stricter gate.
+
+K_RESTART = np.array([[220.0, 0, 79.5], [0, 220.0, 59.5], [0, 0, 1]])
+
+
+def _rot_err(T, T_gt):
+    return float(rotation_angle_deg(torch.as_tensor(T[:3, :3]), torch.as_tensor(T_gt[:3, :3])))
+
+
+def test_starts_are_the_coarse_pose_and_its_rotations_about_the_camera_axes():
+    T0 = torch.as_tensor(perturb_pose(np.tile(np.eye(4), (2, 1, 1)), np.random.default_rng(0)),
+                         dtype=torch.float64)
+    T0[:, 2, 3] += 1.0
+    s = start_poses(T0, 6, 20.0)
+    assert s.shape == (7, 2, 4, 4)
+    assert torch.equal(s[0], T0)
+    assert torch.allclose(s[:, :, :3, 3], T0[None, :, :3, 3].expand(7, -1, -1))
+    for k in range(1, 7):
+        for b in range(2):
+            dR = s[k, b, :3, :3] @ T0[b, :3, :3].T
+            assert rotation_angle_deg(dR, torch.eye(3, dtype=dR.dtype)) == pytest.approx(20.0)
+    # About +x, then -x: opposite rotations.
+    assert torch.allclose(s[1, 0, :3, :3] @ T0[0, :3, :3].T,
+                          (s[2, 0, :3, :3] @ T0[0, :3, :3].T).T, atol=1e-12)
+
+
+def _rejecting_refiner(model, restarts, keep=7):
+    """A refiner whose network (random weights, heavy field weight) drags the first
+    pass far off, so that the gate rejects it."""
+    from pose_refiner_ros.net.model import CorrespondenceNet
+
+    torch.manual_seed(0)
+    cfg = RefinerConfig(iterations=4, crop_size=96, device="cpu", field_weight=200.0,
+                        restarts=restarts, restart_keep=keep)
+    return Refiner(ObjectRegistry([model]), cfg, CorrespondenceNet())
+
+
+@pytest.mark.parametrize("keep", [7, 1])
+def test_a_restart_replaces_a_rejected_refinement_when_one_passes(model, keep):
+    T_gt = _pose(model, 3.0)
+    img = _photo(model, T_gt, K_RESTART)
+    T0 = perturb_pose(T_gt, np.random.default_rng(4), sigma_r_deg=12.0,
+                      sigma_t_m=(0.05 * model.diameter_m,) * 2 + (0.1 * model.diameter_m,))
+    off = _rejecting_refiner(model, 0).refine(img, K_RESTART, [(model.class_id, T0)])[0]
+    assert off.kept_coarse and not off.restarted
+    r = _rejecting_refiner(model, 6, keep).refine(img, K_RESTART, [(model.class_id, T0)])[0]
+    assert r.restarted and not r.kept_coarse, r.reason
+    assert _rot_err(r.T_cam_obj, T_gt) < 0.5 * _rot_err(T0, T_gt)
+    assert r.score > r.score_coarse
+    assert "restarts" in r.timing_ms
+    assert np.array_equal(r.iterates[-1], r.T_cam_obj)
+
+
+def test_no_restart_passes_on_an_image_without_the_object(model):
+    T0 = _pose(model, 3.0)
+    img = (np.random.default_rng(0).uniform(0, 1, (120, 160, 3)) * 255).astype(np.uint8)
+    r = _rejecting_refiner(model, 6).refine(img, K_RESTART, [(model.class_id, T0)])[0]
+    assert r.kept_coarse and not r.restarted
+    assert np.array_equal(r.T_cam_obj, T0)
+
+
+def test_restart_settings_are_validated():
+    with pytest.raises(ValueError, match="restarts"):
+        RefinerConfig(restarts=7)
+    with pytest.raises(ValueError, match="restart_keep"):
+        RefinerConfig(restart_keep=0)
+    with pytest.raises(ValueError, match="restart_deg"):
+        RefinerConfig(restart_deg=0.0)
+    assert replace(RefinerConfig(), restarts=0).restarts == 0
