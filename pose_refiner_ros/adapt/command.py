@@ -63,21 +63,33 @@ def report_markdown(rep: dict) -> str:
 def ground_truth_report(args, init_model, adapted_model) -> dict:
     """After adaptation only, and only when asked (``--report-ground-truth``): the
     recording's own ground truth scores the model it started from and the adapted one,
-    from the same coarse poses (``pose-refiner eval`` with ``--results``), on the frames
-    adaptation used. BOP recordings only."""
+    from the same coarse poses, on the frames adaptation used: ``pose-refiner eval`` with
+    ``--results`` for a BOP recording, ``eval-bag`` (the bag's ground-truth topic, or
+    ``--gt-file``) for a bag."""
+    from ..evaluation import bag_io as B
+    from ..evaluation.eval_bag import eval_bag
     from ..evaluation.eval_dataset import evaluate_dataset
 
     spec = str(args.recording)
-    if not spec.startswith("bop:"):
-        return {"skipped": "ground-truth metrics are computed for bop: recordings only "
-                           "(for a bag, run eval-bag with --model on each model)"}
     out = {}
     for name, model in (("before", init_model), ("after", adapted_model)):
-        summary = evaluate_dataset(spec, Path(args.out) / f"ground_truth_{name}",
-                                   results=args.results, max_images=args.max_frames,
-                                   model=str(model), use_depth=args.use_depth,
-                                   progress=False, plots=False)
-        m = summary["metrics"]
+        where = Path(args.out) / f"ground_truth_{name}"
+        if spec.startswith("bop:"):
+            summary = evaluate_dataset(spec, where, results=args.results,
+                                       max_images=args.max_frames, model=str(model),
+                                       use_depth=args.use_depth, progress=False, plots=False)
+        else:
+            try:
+                summary = eval_bag(spec, args.objects, where, model=str(model),
+                                   use_depth=args.use_depth, gt_file=args.gt_file,
+                                   max_frames=args.max_frames, overwrite=True, progress=False,
+                                   plots=False)
+            except (B.BagError, FileNotFoundError, ValueError) as e:
+                return {"skipped": f"the bag could not be scored: {e}"}
+        m = summary.get("metrics")
+        if not m or not m.get("n"):
+            return {"skipped": "the recording has no ground truth for its objects (a bag: a "
+                               "ground-truth topic, or --gt-file)"}
         out[name] = {"objects": m["n"],
                      "add_0.1d": m["refined"]["acc_add_or_adds_0.1d"],
                      "median_e_R_deg": m["refined"]["median_e_R_deg"],
@@ -155,8 +167,11 @@ def add_subcommand(subparsers, name: str, help_text: str) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on "
                                                           "small CPUs)")
     p.add_argument("--report-ground-truth", action="store_true",
-                   help="bop: recordings: after adaptation, score the starting and the adapted "
-                        "model against the recording's ground truth (adaptation itself never "
-                        "reads it)")
+                   help="after adaptation, score the starting and the adapted model against "
+                        "the recording's ground truth (a bag's ground-truth topic or "
+                        "--gt-file; a BOP folder's own), on the frames adaptation used; "
+                        "adaptation itself never reads it")
+    p.add_argument("--gt-file", help="bags: ground truth for --report-ground-truth from an "
+                                     "eval-bag sidecar JSON instead of a topic")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)

@@ -20,6 +20,10 @@ protocol's standard perturbation (fixed ``--seed``); ``/ground_truth/detections`
 ground truth itself (``pose-refiner eval-bag`` finds it by its name). ``--gt-file`` also
 writes the ground truth as an eval-bag sidecar file.
 
+``--camera unlike-training`` (synthetic) films the whole recording with one camera whose
+colour response lies outside the training data's jitter (``UNLIKE_TRAINING``): a
+recording to try ``pose-refiner adapt`` on, with its ground truth for the check after.
+
 With ``--from synthetic`` and no ``--objects``, the meshes are the project's procedural
 ones; they are written beside the bag (``<OUT>_objects/objects.yaml``), ready for
 ``eval-bag --objects``. With ``--from bop:PATH``, use ``eval-bag --objects bop:PATH``.
@@ -49,11 +53,20 @@ TOPICS = {
     "ground_truth": "/ground_truth/detections",
 }
 START_NS = 1_700_000_000 * 1_000_000_000
+CAMERAS = ("varied", "unlike-training")
+#: ``--camera unlike-training``: a warm cast and dim mid-tones (a cheap camera under
+#: tungsten light), ``I' = gain * I ** gamma`` per channel, then blur and sensor noise.
+#: Training's colour jitter stays within gains of +-8% and gamma 0.8 to 1.25
+#: (``data.synthetic.SyntheticConfig``); the focal length is drawn once.
+UNLIKE_TRAINING = {"gain": (1.3, 1.0, 0.6), "gamma": 1.7, "blur_sigma_px": 0.8,
+                   "noise_std": 0.02}
 DETECTOR_LATENCY_NS = 30_000_000
 
 
-def _synthetic_frames(models, n: int, seed: int, width: int, height: int):
-    """Yield ``(image_rgb, depth_m, K, [(class_id, T_gt, T_init)])`` of synthetic scenes."""
+def _synthetic_frames(models, n: int, seed: int, width: int, height: int,
+                      camera: str = "varied"):
+    """Yield ``(image_rgb, depth_m, K, [(class_id, T_gt, T_init)])`` of synthetic scenes
+    (``camera``: see :data:`CAMERAS`)."""
     from ..data.synthetic import SyntheticConfig, generate_scene
     from ..render.base import make_renderer
 
@@ -65,10 +78,29 @@ def _synthetic_frames(models, n: int, seed: int, width: int, height: int):
                   objects_per_scene=(1, min(3, len(models))))
     renderer = make_renderer("torch")
     rng = np.random.default_rng(seed)
+    if camera == "unlike-training":
+        # Drawn apart from the scenes' stream: the scenes stay those of ``varied``.
+        f = float(np.random.default_rng([seed, 2]).uniform(*cfg.focal_range_px))
+        cfg = replace(cfg, focal_range_px=(f, f), principal_jitter_px=0.0)
+        noise_rng = np.random.default_rng([seed, 1])
     for _ in range(n):
         sc = generate_scene(models, rng, cfg, renderer)
-        yield sc.image_rgb, sc.depth_m, sc.K, [(o.class_id, o.T_cam_obj_gt, o.T_cam_obj_init)
-                                                for o in sc.objects]
+        img = sc.image_rgb
+        if camera == "unlike-training":
+            img = _unlike_training(img, noise_rng)
+        yield img, sc.depth_m, sc.K, [(o.class_id, o.T_cam_obj_gt, o.T_cam_obj_init)
+                                      for o in sc.objects]
+
+
+def _unlike_training(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) uint8 -> the same frame through the ``UNLIKE_TRAINING`` camera."""
+    import cv2
+
+    c = UNLIKE_TRAINING
+    x = (img.astype(np.float32) / 255.0) ** c["gamma"] * np.float32(c["gain"])
+    x = cv2.GaussianBlur(x, (0, 0), c["blur_sigma_px"])
+    x = x + rng.normal(0.0, c["noise_std"], x.shape).astype(np.float32)
+    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _bop_frames(root: Path, split: str, n: int, seed: int, want_depth: bool):
@@ -116,7 +148,8 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
              frames: int = 10, seed: int = 0, objects: str | None = None, width: int = 640,
              height: int = 480, rate_hz: float = 10.0, depth: str | None = None,
              encoding: str = "rgb8", split: str = "test", gt_file: str | None = None,
-             n_procedural: int = 3, overwrite: bool = False, progress: bool = False) -> dict:
+             n_procedural: int = 3, overwrite: bool = False, progress: bool = False,
+             camera: str = "varied") -> dict:
     """Write the bag (module docstring).
 
     Args:
@@ -136,6 +169,9 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
         n_procedural: number of procedural meshes (synthetic without ``objects``).
         overwrite: replace an existing bag.
         progress: show a progress bar.
+        camera: synthetic only: ``"varied"`` (a new random camera every frame, as in
+            training) or ``"unlike-training"`` (one camera, colours outside training's:
+            ``UNLIKE_TRAINING``).
 
     Returns:
         ``{"bag", "frames", "objects", "objects_yaml" or "objects_spec", "topics"}``.
@@ -147,6 +183,11 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
         raise ValueError(f"encoding: expected 'rgb8' or 'bgr8', got {encoding!r}")
     if frames < 1:
         raise ValueError(f"frames: expected >= 1, got {frames}")
+    if camera not in CAMERAS:
+        raise ValueError(f"camera: expected one of {', '.join(CAMERAS)}, got {camera!r}")
+    if camera != "varied" and source != "synthetic":
+        raise ValueError("--camera: applies to --from synthetic only (a BOP dataset has its "
+                         "own camera)")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists already; pass --overwrite or choose another name")
     info: dict = {"bag": str(out), "topics": dict(TOPICS)}
@@ -167,7 +208,7 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
                                      seed=seed, objects=objects, width=width, height=height,
                                      rate_hz=rate_hz, depth=depth, encoding=encoding,
                                      split=split, gt_file=gt_file, n_procedural=n_procedural,
-                                     progress=progress)
+                                     progress=progress, camera=camera)
         pause_for_test("bag_closed")
     except BaseException:
         stage.abort()
@@ -180,7 +221,7 @@ def make_bag(out: str | os.PathLike, source: str = "synthetic", *, storage: str 
 
 def _write(stage: Staging, out: Path, source: str, info: dict, *, storage, frames, seed,
            objects, width, height, rate_hz, depth, encoding, split, gt_file, n_procedural,
-           progress) -> tuple[int, int]:
+           progress, camera="varied") -> tuple[int, int]:
     """Write everything of :func:`make_bag` into ``stage``; ``(frames, objects)``."""
     from .eval_bag import write_ground_truth_file
 
@@ -197,7 +238,7 @@ def _write(stage: Staging, out: Path, source: str, info: dict, *, storage, frame
             obj_dir = out.parent / f"{out.name}_objects"
             write_procedural_objects(models, stage.path / obj_dir.name)
             info["objects_spec"] = str(obj_dir / "objects.yaml")
-        gen = _synthetic_frames(models, frames, seed, width, height)
+        gen = _synthetic_frames(models, frames, seed, width, height, camera)
     else:
         root = Path(source[4:])
         gen = _bop_frames(root, split, frames, seed, depth is not None)
@@ -262,6 +303,11 @@ def add_subcommand(subparsers, name: str, help: str) -> None:
     p.add_argument("--depth", choices=("16UC1", "32FC1"), help="also write a depth topic")
     p.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8",
                    help="colour order of the image messages")
+    p.add_argument("--camera", choices=CAMERAS, default="varied",
+                   help="synthetic: 'varied' draws a new camera for every frame, as in "
+                   "training; 'unlike-training' films the whole recording with one camera "
+                   "whose colours lie outside training's (warm cast, dim mid-tones), to try "
+                   "`adapt` on")
     p.add_argument("--split", default="test", help="BOP split directory")
     p.add_argument("--gt-file", help="also write the ground truth as an eval-bag sidecar JSON")
     p.add_argument("--overwrite", action="store_true",
@@ -276,7 +322,7 @@ def _main(args: argparse.Namespace) -> int:
                         seed=args.seed, objects=args.objects, width=args.width,
                         height=args.height, rate_hz=args.rate, depth=args.depth,
                         encoding=args.encoding, split=args.split, gt_file=args.gt_file,
-                        overwrite=args.overwrite, progress=True)
+                        overwrite=args.overwrite, progress=True, camera=args.camera)
     except InterruptedWhenComplete as e:
         print(f"make-bag: interrupted once the output was complete; {e.result['bag']} is "
               "whole", file=sys.stderr)

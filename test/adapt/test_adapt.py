@@ -136,3 +136,22 @@ def test_ground_truth_is_reported_only_when_asked_and_after_adaptation(tmp_path)
     assert gt["before"]["objects"] == gt["after"]["objects"] == n_rows
     assert 0 <= gt["after"]["add_0.1d"] <= 1
     assert "Ground truth of the recording" in (out / "report.md").read_text()
+
+
+def test_a_synthetic_recording_unlike_training_is_adapted_and_scored_after(tmp_path):
+    """The small version of the synthetic check: a bag filmed by a camera unlike
+    training's (``make-bag --camera unlike-training``), adapted from its detections, then
+    scored against its ground-truth topic before and after, only because asked."""
+    from pose_refiner_ros.evaluation.make_bag import make_bag
+
+    bag = tmp_path / "rec"
+    info = make_bag(bag, frames=3, width=160, height=120, seed=2, camera="unlike-training")
+    out = tmp_path / "out"
+    rc = main(["adapt", str(bag), "--objects", info["objects_spec"], "--out", str(out),
+               "--rounds", "1", "--steps", "1", "--batch-size", "2", "--crop-size", "64",
+               "--procedural-meshes", "2", "--min-score", "0", "--report-ground-truth",
+               "--no-progress"])
+    assert rc == 0
+    gt = json.loads((out / "report.json").read_text())["ground_truth"]
+    assert gt["before"]["objects"] == gt["after"]["objects"] == info["objects"]
+    assert 0 <= gt["after"]["add_0.1d"] <= 1

@@ -243,6 +243,34 @@ def test_make_bag_writes_the_documented_topics(made_bag, procedural):
     assert {o["class_id"] for f in gt for o in f["objects"]} <= set(procedural.class_ids)
 
 
+def test_make_bag_unlike_training_camera_is_one_camera_with_other_colours(tmp_path):
+    """``--camera unlike-training``: every frame has the same intrinsics, and the same
+    scenes come out through a colour response outside training's (warm, dim)."""
+    from pose_refiner_ros.evaluation.make_bag import TOPICS, UNLIKE_TRAINING, make_bag
+
+    def read(camera):
+        path = tmp_path / camera
+        make_bag(path, "synthetic", frames=3, seed=5, width=W, height=H, n_procedural=2,
+                 camera=camera)
+        with B.BagReader(path) as bag:
+            Ks = [np.array(m.k).reshape(3, 3) for _, _, m in bag.messages([TOPICS["camera_info"]])]
+            imgs = [conv.image_to_rgb(m) for _, _, m in bag.messages([TOPICS["image"]])]
+        return Ks, np.stack(imgs).astype(np.float64) / 255.0
+
+    K_var, img_var = read("varied")
+    K_one, img_one = read("unlike-training")
+    assert all(np.array_equal(K, K_one[0]) for K in K_one)
+    assert not all(np.array_equal(K, K_var[0]) for K in K_var)
+    gain = np.array(UNLIKE_TRAINING["gain"])
+    mean_one, mean_var = img_one.mean((0, 1, 2)), img_var.mean((0, 1, 2))
+    # Red over blue rises by about the gains' ratio; the mid-tones are darker.
+    ratio = (mean_one[0] / mean_one[2]) / (mean_var[0] / mean_var[2])
+    assert ratio > 0.7 * gain[0] / gain[2]
+    assert mean_one[1] < mean_var[1]
+    with pytest.raises(ValueError, match="--camera"):
+        make_bag(tmp_path / "bop", "bop:" + str(tmp_path), camera="unlike-training")
+
+
 def _gt_from_bag(path: Path) -> dict[int, list]:
     from pose_refiner_ros.evaluation.make_bag import TOPICS
 
