@@ -203,7 +203,8 @@ class Refiner:
         return frags, render_input(frags, rgb, T[:, 2, 3], diam)
 
     # -- the API -----------------------------------------------------------------------
-    def refine(self, image, K, objects: Sequence[tuple], depth_m=None) -> list:
+    def refine(self, image, K, objects: Sequence[tuple], depth_m=None,
+               restarts: bool = True) -> list:
         """Refine every object of one image.
 
         Args:
@@ -212,6 +213,9 @@ class Refiner:
             K: (3, 3) intrinsics of ``image``, pixels.
             objects: ``(class_id, T_cam_obj_init (4, 4))`` pairs, metres.
             depth_m: optional (H, W) depth registered to ``image``, metres, 0 = no data.
+            restarts: False skips the restarts of rejected refinements
+                (``RefinerConfig.restarts``) in this call: a tracker's re-registration,
+                where a quick "lost" is worth more than a late pose.
 
         Returns:
             One :class:`RefineResult` per object, in order.
@@ -289,8 +293,8 @@ class Refiner:
                     spread = consensus_spread(self, img, K_t, T, class_ids, mesh_idx,
                                               corners, meshes, diam, occ)
                 region_scores = (*region_scores[:2], spread)
-            if (region_scores is not None and len(region_scores) > 2 and self.cfg.restarts
-                    and self.cfg.region_polish):
+            if (restarts and region_scores is not None and len(region_scores) > 2
+                    and self.cfg.restarts and self.cfg.region_polish):
                 with timer.section("restarts"):
                     if occ is None:
                         occ = self._occluders(img, K_t, T, meshes, mesh_idx)

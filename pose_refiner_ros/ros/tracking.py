@@ -83,8 +83,11 @@ class TrackingMixin:
             redo = list(range(len(results)))
         refined = {}
         if redo:
+            # Without restarts: a re-registration that fails is reported lost at once
+            # (the next detection brings the object back); restarts cost a rejected
+            # object about 320 ms, several camera frames.
             rr = self.refiner.refine(image, K, [(results[k].class_id, results[k].T_cam_obj)
-                                                for k in redo], depth_m=depth)
+                                                for k in redo], depth_m=depth, restarts=False)
             refined = dict(zip(redo, rr, strict=True))
         out, keep, published, lost = [], [], [], []
         shown = []  # the debug image's objects

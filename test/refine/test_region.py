@@ -301,6 +301,10 @@ def test_a_restart_replaces_a_rejected_refinement_when_one_passes(model, keep):
     assert r.score > r.score_coarse
     assert "restarts" in r.timing_ms
     assert np.array_equal(r.iterates[-1], r.T_cam_obj)
+    # A caller that cannot wait (the tracker's re-registration) turns them off per call.
+    quick = _rejecting_refiner(model, 6, keep).refine(img, K_RESTART, [(model.class_id, T0)],
+                                                      restarts=False)[0]
+    assert quick.kept_coarse and not quick.restarted
 
 
 def test_no_restart_passes_on_an_image_without_the_object(model):
