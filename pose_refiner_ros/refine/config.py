@@ -45,12 +45,6 @@ class RefinerConfig:
             not trusted: the result is the coarse pose, flagged ``diverged`` and
             ``kept_coarse``.
         keep_coarse_below: see ``keep_coarse_margin``.
-        retry_region, retry_min_score: in ``learned`` mode, a refinement the gate rejects
-            gets a second hypothesis: the silhouette alone from the coarse pose, kept when
-            its region score reaches ``retry_min_score`` and beats the coarse pose's. Off
-            by default: with the edge snap and the polish it changed nothing on real
-            images (lmo-dev, 272 instances: 33.5% ADD(-S)@0.1d either way) and cost a
-            sixth of the time.
         depth_prior_weight: with the region modality and no depth image: weight (as that
             of this many one-pixel residuals) of a prior holding the object's distance at
             the coarse pose's. Off by default: it stops the silhouette's distance drift
@@ -116,8 +110,6 @@ class RefinerConfig:
     region_lead_iterations: int = 0
     keep_coarse_margin: float = 0.0
     keep_coarse_below: float = 0.5
-    retry_region: bool = False
-    retry_min_score: float = 0.6
     depth_prior_weight: float = 0.0
     region_polish: tuple = (24.0, 16.0, 16.0, 8.0, 8.0, 8.0) + (6.0,) * 18
     region_polish_lm: int = 2

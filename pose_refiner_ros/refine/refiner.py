@@ -283,11 +283,6 @@ class Refiner:
                     score = self._region_score_at(img, K_t, T, meshes, mesh_idx, corners,
                                                   diam, occ)
                     region_scores = (region_scores[0], score)
-            if region_scores is not None and self.cfg.mode == "learned" and self.cfg.retry_region:
-                T, iterates, score, n_iter, region_scores = self._retry(
-                    img, depth, K_t, T0, T, iterates, score, n_iter, region_scores,
-                    meshes, mesh_idx, corners, diam, timer)
-                occ = None  # poses changed
             if region_scores is not None and self.cfg.consensus_starts > 0:
                 with timer.section("consensus"):
                     spread = consensus_spread(self, img, K_t, T, class_ids, mesh_idx,
@@ -381,45 +376,22 @@ class Refiner:
         out = torch.as_tensor(out, dtype=T.dtype, device=T.device)
         return (out, torch.as_tensor(scores, dtype=T.dtype, device=T.device)) if with_score else out
 
-    def _retry(self, img, depth, K, T0, T, iterates, score, n_iter, region_scores, meshes,
-               mesh_idx, corners, diam, timer):
-        """Second hypothesis for the refinements the gate rejects: the silhouette alone
-        from the coarse pose (no network), kept when it scores at least
-        ``retry_min_score`` and above the coarse pose. The other objects stay where the
-        first pass put them (they still occlude)."""
-        bad = ~trusted(self.cfg, region_scores)
-        if not bad.any():
-            return T, iterates, score, n_iter, region_scores
-        T_coarse = torch.as_tensor(T0, dtype=T.dtype, device=T.device)
-        T_start = torch.where(bad[:, None, None], T_coarse, T)
-        T2, it2, _, n2, (r2_init, r2_final) = self._loop(
-            img, depth, K, T_start, meshes, mesh_idx, corners, diam, timer, active=bad,
-            region_only=True)
-        r_init, r_final = region_scores[:2]
-        take = bad & (r2_final >= self.cfg.retry_min_score) & (
-            r2_final > r_init + self.cfg.keep_coarse_margin)
-        T = torch.where(take[:, None, None], T2, T)
-        score = torch.where(take, r2_final, score)
-        r_final = torch.where(take, r2_final, r_final)
-        return T, torch.cat([iterates, it2[:, 1:]], 1), score, n_iter + n2, (r_init, r_final)
-
-    def _loop(self, img, depth, K, T, meshes, mesh_idx, corners, diam, timer, active=None,
-              region_only=False, final_score=True):
+    def _loop(self, img, depth, K, T, meshes, mesh_idx, corners, diam, timer,
+              final_score=True):
         """The render-and-compare iterations. With the region modality the region scores
         of the starting poses and (unless not ``final_score``: a later stage scores its
         own result) of the final ones come back too."""
         cfg, S = self.cfg, self.cfg.crop_size
         B = T.shape[0]
-        use_region = region_only or cfg.mode == "region" or (
+        use_region = cfg.mode == "region" or (
             cfg.mode == "learned" and cfg.region.weight > 0
             and (depth is None or cfg.region.with_depth))
         # The field's weights are scaled only where the region modality joins it.
         field_weight = cfg.field_weight if use_region else 1.0
-        use_field = cfg.mode != "region" and not region_only and field_weight > 0
+        use_field = cfg.mode != "region" and field_weight > 0
         iterates = [T.clone()]
         occ = None
-        active = (torch.ones(B, dtype=torch.bool, device=self.device) if active is None
-                  else active.clone())
+        active = torch.ones(B, dtype=torch.bool, device=self.device)
         score = torch.zeros(B, device=self.device)
         region_init = torch.zeros(B, device=self.device)
         T0z = T[:, 2, 3].clone()
