@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..geometry.lie import so3_exp
-from .trust import consensus_spread
+from .trust import consensus_spread, trusted
 
 __all__ = ["restart_rejected", "start_poses"]
 
@@ -63,8 +63,6 @@ def restart_rejected(refiner, img, K, T0, T, class_ids, mesh_idx, corners, meshe
         rescued replaced, their scores and spreads likewise, and (B,) bool of those
         replaced.
     """
-    from .trust import trusted
-
     cfg = refiner.cfg
     bad = ~trusted(cfg, region_scores)
     taken = torch.zeros_like(bad)
