@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--refine-every", type=int, default=0,
                     help="the node's tracking_refine_every (0, its default)")
+    ap.add_argument("--reregister-below", type=float, default=None,
+                    help="the node's tracking_reregister_below (default: its default)")
     ap.add_argument("--timeout", type=float, default=240.0, help="node start-up, s")
     args = ap.parse_args()
 
@@ -69,6 +71,8 @@ def main() -> int:
     overrides = {"objects_yaml": str(objects_yaml), "tracking": "true",
                  "tracking_max_age_s": 0.0, "low_confidence_action": "publish_coarse",
                  "tracking_refine_every": args.refine_every}
+    if args.reregister_below is not None:
+        overrides["tracking_reregister_below"] = args.reregister_below
     proc, _ = start_node(ROOT / "config" / "refiner.yaml", ns, overrides, env, log)
     context = rclpy.Context()
     rclpy.init(context=context)

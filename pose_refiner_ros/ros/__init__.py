@@ -11,6 +11,8 @@
 - ``node``         ``RefinerNode``, the node (and ``RefinerCore``, what it shares with the next)
 - ``lifecycle``    ``ManagedRefinerNode``, the same node as a lifecycle (managed) node
 - ``processing``   what the worker does with a frame: refine or track, then publish
+- ``tracking``     the worker's tracking mode (tracker, re-registrations)
+- ``reregistration`` background re-registrations of tracked objects, in a child process
 - ``node_main``    ``refiner_node`` / ``refiner_lifecycle_node``: start-up checks, then the node
 - ``ros_args``     the ``--ros-args`` (params files, ``-p``) checked before rclpy reads them
 - ``availability`` whether rclpy and the message packages are importable, in one line

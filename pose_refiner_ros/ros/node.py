@@ -132,6 +132,9 @@ class RefinerCore(FrameProcessing, TrackingMixin, StampsMixin):
         self._track = None  # processing._Track
         self._tracker = None  # track.Tracker, once its contour models are built
         self._tracker_building = False
+        self._rereg = None  # the background re-registration in flight (ros.tracking)
+        self._background = None  # ros.reregistration.BackgroundRefiner, with the tracker
+        self._busy_seen = 0  # frames the worker skipped, when a re-registration last went
         self._track_frames = 0
         self._last_tf_stamp_ns = -1
         self._rebuild = False
@@ -142,6 +145,7 @@ class RefinerCore(FrameProcessing, TrackingMixin, StampsMixin):
     def _release(self) -> None:
         """Drop what :meth:`_load` loaded (meshes, model, buffered frames)."""
         self._loaded = False
+        self._close_background()
         self.registry = self.refiner = self._tracker = self._track = self._markers = None
         self._sync = self._camera = None
 
@@ -407,4 +411,5 @@ class RefinerNode(RefinerCore, Node):
 
     def destroy_node(self) -> None:
         self._stop_worker()
+        self._close_background()
         super().destroy_node()

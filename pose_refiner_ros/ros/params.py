@@ -192,6 +192,15 @@ PARAMS: tuple[ParamSpec, ...] = (
         bounds=(0.0, 1.0),
     ),
     ParamSpec(
+        "tracking_reregister_below",
+        0.8,
+        "RGB only (without use_depth): a tracked object whose tracking quality falls "
+        "below this (and not below tracking_lost_below) is re-registered by a full "
+        "refinement in the background: the track goes on meanwhile, and a confident "
+        "result corrects it when it lands",
+        bounds=(0.0, 1.0),
+    ),
+    ParamSpec(
         "tracking_refine_every",
         0,
         "a full refinement of the tracked objects runs every this many tracked frames "
@@ -247,6 +256,7 @@ class NodeParams:
     max_objects: int
     tracking: bool
     tracking_lost_below: float
+    tracking_reregister_below: float
     tracking_refine_every: int
     tracking_max_age_s: float
     coarse_pose_class_id: str

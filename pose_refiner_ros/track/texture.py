@@ -39,7 +39,11 @@ class TextureConfig:
     """Settings of the texture modality.
 
     Attributes:
-        weight: weight of a followed point relative to a contour line; 0 turns it off.
+        weight: weight of a followed point relative to a contour line; 0 (default) turns
+            it off. Measured on 8 tracking sequences of 300 frames (RGB, one thread): off,
+            58.4% / 23.5% ADD(-S)@0.1d on sequences 0-3 / 4-7 at 4.3 ms per object and
+            frame; at 0.3, 54.1% / 18.4% at 5.5 ms. The points are lifted at the previous
+            pose, so they carry its error forward instead of correcting it.
         huber_px: Huber threshold of its residual, crop pixels.
         max_points: surface points followed per object at most.
         window_px: Lucas-Kanade window side, image pixels (odd).
@@ -48,7 +52,7 @@ class TextureConfig:
         min_eig: OpenCV's minimum eigenvalue of the window's gradient matrix (texture).
     """
 
-    weight: float = 0.3
+    weight: float = 0.0
     huber_px: float = 0.5
     max_points: int = 100
     window_px: int = 11

@@ -301,6 +301,44 @@ def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
         peer.set_parameters(tracking=False)
 
 
+def test_drifting_objects_are_re_registered_in_the_background(session):
+    """With tracking_reregister_below 1 every tracked frame asks for a re-registration.
+    It runs in a background process: every frame is still tracked and published at
+    once, and a confident re-registration lands on a later frame
+    (``tracks.reregistered``)."""
+    from pose_refiner_ros.data.sequences import MotionConfig, generate_sequence
+
+    registry, peer = session["registry"], session["peers"]["rgb"]
+    models = [registry[c] for c in registry.class_ids]
+    frames = list(generate_sequence(models, np.random.default_rng(5),
+                                    MotionConfig(n_frames=8, objects=1, occluder=False)))
+    peer.set_parameters(tracking=True, tracking_reregister_below=1.0)
+    try:
+        deadline = time.monotonic() + 240
+        while (peer.diagnostics or {}).get("tracker") != "ready":
+            assert time.monotonic() < deadline, f"tracker not ready: {peer.diagnostics}"
+            time.sleep(0.5)
+        rereg0 = peer.diag("tracks.reregistered")
+        cid, T_gt, _ = frames[0].objects[0]
+        s0 = _stamp(7000)
+        peer.send_frame(s0, frames[0].image_rgb, frames[0].K, [(cid, T_gt, 1.0)])
+        peer.wait_for("detections", s0)
+        # Camera frames go on (back and forth through the sequence) until a
+        # re-registration has landed: the process starts, refines, answers.
+        deadline, j = time.monotonic() + 90, 0
+        while peer.diag("tracks.reregistered") <= rereg0:
+            assert time.monotonic() < deadline, f"nothing re-registered: {peer.diagnostics}"
+            j += 1
+            f = frames[(j % 14) if (j % 14) < 8 else 14 - (j % 14)]
+            stamp = _stamp(7000 + j)
+            peer.send_frame(stamp, f.image_rgb, f.K, None)
+            det = peer.wait_for("detections", stamp)[-1]
+            assert len(det.detections) == 1  # tracked and published, not waiting
+            time.sleep(0.3)
+    finally:
+        peer.set_parameters(tracking=False, tracking_reregister_below=0.8)
+
+
 def test_coarse_pose_input(session):
     registry, peer = session["registry"], session["peers"]["rgb"]
     from pose_refiner_ros.ros import conversions as conv

@@ -85,6 +85,42 @@ def test_an_object_that_left_the_image_is_lost(models, frames):
     assert r.lost and r.quality < TrackerConfig().lost_below
 
 
+def test_a_drifting_object_asks_for_re_registration(models, frames):
+    """Below ``reregister_below`` (but not ``lost_below``) an object is flagged for a
+    re-registration without being lost; a blank image makes it lost (and flagged)."""
+    cid, T0, _ = frames[0].objects[0]
+    tr = Tracker(_provider(models), TrackerConfig(reregister_below=1.0))
+    tr.reset([(cid, T0)])
+    (r,) = tr.step(frames[1].image_rgb, frames[1].K)
+    assert r.reregister and not r.lost and r.quality > 0.3
+    (r,) = tr.step(np.full_like(frames[1].image_rgb, 128), frames[1].K)
+    assert r.lost and r.reregister
+
+
+def test_a_late_re_registration_keeps_the_motion_tracked_since(models):
+    """``correct``: a refinement of an earlier frame lands; the pose becomes the refined
+    pose moved as the track moved since (``T_now inv(T_then) T_registered``)."""
+    from scipy.spatial.transform import Rotation
+
+    def pose(rotvec, t):
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_rotvec(rotvec).as_matrix()
+        T[:3, 3] = t
+        return T
+
+    cid = models[0].class_id
+    T_then = pose([0.1, -0.2, 0.05], [0.02, -0.01, 0.6])
+    motion = pose([0.0, 0.3, 0.1], [0.05, 0.0, -0.02])  # camera frame, since then
+    T_true_then = pose([0.12, -0.25, 0.0], [0.021, -0.012, 0.63])
+    tr = Tracker(_provider(models), TrackerConfig())
+    tr.reset([(cid, motion @ T_then)])
+    tr.correct(0, T_then, T_true_then)
+    np.testing.assert_allclose(tr.T[0], motion @ T_true_then, atol=1e-12)
+    n = tr.resets
+    tr.reset([(cid, T_then)])
+    assert tr.resets == n + 1
+
+
 def test_tracker_settings_are_validated():
     with pytest.raises(ValueError, match="schedule"):
         TrackerConfig(schedule=())
@@ -92,3 +128,5 @@ def test_tracker_settings_are_validated():
         TrackerConfig(hist_rate=0.0)
     with pytest.raises(ValueError, match="unknown"):
         TrackerConfig.from_dict({"nope": 1})
+    with pytest.raises(ValueError, match="reregister_below"):
+        TrackerConfig(lost_below=0.5, reregister_below=0.4)
