@@ -253,29 +253,39 @@ def test_tracking_refines_new_images_without_detections(session):
     assert peer.get("detections", stamp) == []
 
 
-def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
-    """Between detections the render-free tracker follows a moving object frame to
-    frame; on an image where the object is gone, tracking is lost: re-registration
-    fails, the object is published on tracking_lost and counted."""
+def _start_tracking(session, n_frames, base, **params):
+    """Switch tracking on (with ``params``), wait for the tracker, and hand the node the
+    first frame of a synthetic motion sequence with its ground-truth detection (stamp
+    ``base``); returns the sequence's frames."""
     from pose_refiner_ros.data.sequences import MotionConfig, generate_sequence
-    from pose_refiner_ros.evaluation import metrics as M
 
     registry, peer = session["registry"], session["peers"]["rgb"]
     models = [registry[c] for c in registry.class_ids]
     frames = list(generate_sequence(models, np.random.default_rng(5),
-                                    MotionConfig(n_frames=6, objects=1, occluder=False)))
-    peer.set_parameters(tracking=True)
+                                    MotionConfig(n_frames=n_frames, objects=1, occluder=False)))
+    peer.set_parameters(tracking=True, **params)
+    deadline = time.monotonic() + 240
+    while (peer.diagnostics or {}).get("tracker") != "ready":
+        assert time.monotonic() < deadline, f"tracker not ready: {peer.diagnostics}"
+        time.sleep(0.5)
+    cid, T_gt, _ = frames[0].objects[0]
+    s0 = _stamp(base)
+    peer.send_frame(s0, frames[0].image_rgb, frames[0].K, [(cid, T_gt, 1.0)])
+    peer.wait_for("detections", s0)
+    return frames
+
+
+def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
+    """Between detections the render-free tracker follows a moving object frame to
+    frame; on an image where the object is gone, tracking is lost: re-registration
+    fails, the object is published on tracking_lost and counted."""
+    from pose_refiner_ros.evaluation import metrics as M
+
+    registry, peer = session["registry"], session["peers"]["rgb"]
+    tracked0 = peer.diag("frames.tracked")
     try:
-        deadline = time.monotonic() + 240
-        while (peer.diagnostics or {}).get("tracker") != "ready":
-            assert time.monotonic() < deadline, f"tracker not ready: {peer.diagnostics}"
-            time.sleep(0.5)
-        tracked0 = peer.diag("frames.tracked")
-        cid, T_gt, _ = frames[0].objects[0]
-        s0 = _stamp(6000)
-        peer.send_frame(s0, frames[0].image_rgb, frames[0].K, [(cid, T_gt, 1.0)])
-        peer.wait_for("detections", s0)
-        m = registry[cid]
+        frames = _start_tracking(session, 6, 6000)
+        m = registry[frames[0].objects[0][0]]
         ok = []
         for j, f in enumerate(frames[1:], 1):
             stamp = _stamp(6000 + j)
@@ -306,23 +316,10 @@ def test_drifting_objects_are_re_registered_in_the_background(session):
     It runs in a background process: every frame is still tracked and published at
     once, and a confident re-registration lands on a later frame
     (``tracks.reregistered``)."""
-    from pose_refiner_ros.data.sequences import MotionConfig, generate_sequence
-
-    registry, peer = session["registry"], session["peers"]["rgb"]
-    models = [registry[c] for c in registry.class_ids]
-    frames = list(generate_sequence(models, np.random.default_rng(5),
-                                    MotionConfig(n_frames=8, objects=1, occluder=False)))
-    peer.set_parameters(tracking=True, tracking_reregister_below=1.0)
+    peer = session["peers"]["rgb"]
+    rereg0 = peer.diag("tracks.reregistered")
     try:
-        deadline = time.monotonic() + 240
-        while (peer.diagnostics or {}).get("tracker") != "ready":
-            assert time.monotonic() < deadline, f"tracker not ready: {peer.diagnostics}"
-            time.sleep(0.5)
-        rereg0 = peer.diag("tracks.reregistered")
-        cid, T_gt, _ = frames[0].objects[0]
-        s0 = _stamp(7000)
-        peer.send_frame(s0, frames[0].image_rgb, frames[0].K, [(cid, T_gt, 1.0)])
-        peer.wait_for("detections", s0)
+        frames = _start_tracking(session, 8, 7000, tracking_reregister_below=1.0)
         # Camera frames go on (back and forth through the sequence) until a
         # re-registration has landed: the process starts, refines, answers.
         deadline, j = time.monotonic() + 90, 0
