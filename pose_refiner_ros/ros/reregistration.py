@@ -76,10 +76,14 @@ def _serve(conn, objects_file: str, params) -> None:
                 cfg = replace(refiner.cfg, iterations=settings[0], crop_size=settings[1])
                 refiner = Refiner(registry, cfg, refiner.net)
             res = refiner.refine(image, K, objects, depth_m=depth, restarts=False)
-            conn.send(("done", [Reregistered(np.asarray(r.T_cam_obj), float(r.score),
-                                             bool(r.diverged)) for r in res]))
+            answer = ("done", [Reregistered(np.asarray(r.T_cam_obj), float(r.score),
+                                            bool(r.diverged)) for r in res])
         except Exception as e:
-            conn.send(("error", repr(e)))
+            answer = ("error", repr(e))
+        try:
+            conn.send(answer)
+        except (OSError, ValueError):
+            return  # the node is gone
 
 
 class BackgroundRefiner:
