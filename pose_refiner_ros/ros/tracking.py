@@ -13,8 +13,8 @@ Two kinds of re-registration (a full refinement from the tracked pose):
   (``ros.reregistration``: a child process, one job at a time), while the worker goes on
   tracking every frame. When it lands, a confident result corrects the track: the
   motion tracked since its frame is kept (``Tracker.correct``). On this 2-core CPU a
-  refinement takes ~200 ms, six camera frames at 30 Hz, which a synchronous one would
-  have skipped.
+  refinement takes 200-300 ms, six to nine camera frames at 30 Hz, which a synchronous
+  one would have skipped. None starts while the worker is skipping camera frames.
 """
 
 from __future__ import annotations
