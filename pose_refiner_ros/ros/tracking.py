@@ -41,6 +41,14 @@ class Tracked:
     score: float
 
 
+def _thresholds(p) -> dict:
+    """The tracker's ``lost_below`` and ``reregister_below`` from the node's parameters
+    (these can change while the node runs; a re-registration threshold below the lost
+    one means only lost objects are re-registered)."""
+    return {"lost_below": p.tracking_lost_below,
+            "reregister_below": max(p.tracking_lost_below, p.tracking_reregister_below)}
+
+
 class TrackingMixin:
     """Tracking for the node (module docstring)."""
 
@@ -62,9 +70,7 @@ class TrackingMixin:
                 reg = self.registry
                 self._tracker = Tracker(
                     self.refiner.view_arrays,
-                    TrackerConfig(lost_below=self.params.tracking_lost_below,
-                                  reregister_below=max(self.params.tracking_lost_below,
-                                                       self.params.tracking_reregister_below)),
+                    TrackerConfig(**_thresholds(self.params)),
                     corners=lambda c: reg[c].bbox_corners_m, device=self.refiner.device)
                 if self._background is None and not self.params.use_depth:
                     from .reregistration import BackgroundRefiner
@@ -147,9 +153,7 @@ class TrackingMixin:
         anyway."""
         p, tracker = self.params, self._tracker
         image, K, depth = inputs
-        tracker.cfg = replace(tracker.cfg, lost_below=p.tracking_lost_below,
-                              reregister_below=max(p.tracking_reregister_below,
-                                                   p.tracking_lost_below))
+        tracker.cfg = replace(tracker.cfg, **_thresholds(p))
         self._land_reregistration(track, tracker)
         results = tracker.step(image, K, depth)
         self._track_frames += 1
