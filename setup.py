@@ -55,6 +55,7 @@ setup(
         "tensorboard",
         "matplotlib",
         "scikit-image",  # real photographs for training backgrounds (shipped in its wheel)
+        "numba",  # the tracker's line measurements and solve (track/line_kernel.py)
     ],
     extras_require={"test": ["pytest", "pytest-timeout", "hypothesis"]},
     zip_safe=False,

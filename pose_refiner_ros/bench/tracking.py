@@ -45,7 +45,8 @@ def _add_ok(model, T, T_gt, K, image_size) -> tuple[bool, float]:
 
 def run_tracking_bench(refiner, n_sequences: int = 4, n_frames: int = 300, seed: int = 0,
                        n_models: int = 20, motion=None, tracker_cfg=None,
-                       modalities=("rgb", "rgbd"), progress: bool = True) -> dict:
+                       modalities=("rgb", "rgbd"), progress: bool = True,
+                       latency_frames: int | None = None) -> dict:
     """Run the tracking benchmark (module docstring) and return its ``tracking`` section.
 
     Args:
@@ -56,6 +57,9 @@ def run_tracking_bench(refiner, n_sequences: int = 4, n_frames: int = 300, seed:
         motion: ``data.sequences.MotionConfig`` (``n_frames`` is replaced).
         tracker_cfg: ``track.tracker.TrackerConfig``.
         modalities: ``"rgb"`` and / or ``"rgbd"``.
+        latency_frames: background re-registrations land this many frames later
+            instead of as many as they took on this machine: comparisons between
+            variants that do not depend on how busy the machine was.
     """
     from ..data.perturb import perturb_pose
     from ..data.procedural import procedural_models
@@ -125,7 +129,9 @@ def run_tracking_bench(refiner, n_sequences: int = 4, n_frames: int = 300, seed:
                     # In the background, as the node does: the track goes on and the
                     # result lands as many frames later as the refinement took.
                     rr, ms = reregister(f, T, depth)
-                    pending = (i + max(1, int(np.ceil(ms * motion.rate_hz / 1e3))), T.copy(),
+                    late = (latency_frames if latency_frames is not None
+                            else max(1, int(np.ceil(ms * motion.rate_hz / 1e3))))
+                    pending = (i + late, T.copy(),
                                None if rr.diverged else rr.T_cam_obj)
                 ok, add_d = _add_ok(m, T, T_gt, f.K, f.image_rgb.shape[1::-1])
                 rec["ok"].append(ok)

@@ -93,6 +93,11 @@ def load_refiner(p, logger) -> Loaded:
         logger.info(
             f"contour models of {len(registry.class_ids)} object(s) ready in "
             f"{time.monotonic() - t0:.1f} s (built once per mesh, then cached)")
+    from ..track.measure import compile_kernels
+
+    # The tracker's and the render-free region steps' compiled loops (Numba): compiled
+    # on the first start on a machine, loaded from its cache after; now, not on a frame.
+    logger.info(f"measurement kernels ready in {compile_kernels():.1f} s")
     if p.mode == "auto" and model is None:
         logger.warning(
             f"mode auto: no trained model at {p.model_path}; refining with the "

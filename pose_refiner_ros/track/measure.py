@@ -19,9 +19,10 @@ Used by the tracker, and by the refiner's render-free polish and consensus
 (:func:`region_solve`). Why a second implementation: each call measures one object on
 arrays of a few thousand samples. At that size torch's per-operation overhead
 is most of the cost (measured on this project's 2-core CPU, one thread: 3.3 ms per
-measurement and Gauss-Newton step in torch, nearly all of it dispatch). The arithmetic
-below is the same, sample for sample (``test/track/test_measure.py`` checks it against the
-torch modality); only the array library differs.
+measurement and Gauss-Newton step in torch, nearly all of it dispatch), and so was
+NumPy's (1.9 ms per measurement): the lines are read in one compiled loop
+(``track.line_kernel``). The arithmetic is the same, sample for sample
+(``test/track/test_measure.py`` checks it against the torch modality).
 
 Frames and units: poses ``T_cam_obj`` (4, 4) map object-frame metres to the camera's
 optical frame; image positions are pixels with the centre of the top-left pixel at
@@ -33,14 +34,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from ..refine.region import RegionConfig
+from .line_kernel import line_measurements
 
 __all__ = ["ViewArrays", "Contour", "Lines", "project_contour", "measure_lines",
-           "region_solve", "match_depth", "sample_bilinear", "edge_posterior",
-           "snap_to_edge"]
+           "region_solve", "match_depth", "compile_kernels"]
 
 
 @dataclass(frozen=True)
@@ -121,74 +121,6 @@ def project_contour(va: ViewArrays, T: np.ndarray, K_s: np.ndarray) -> Contour:
     return Contour(pts, uv, n_uv, fg * f_over_z, bg * f_over_z, z, view)
 
 
-def sample_bilinear(img: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear values of ``img`` (H, W, C) float32 at pixel positions ``pos`` (N, M, 2)
-    (x, y): ``(values (N, M, C), inside (N, M) bool)``. Positions outside the image read
-    the nearest border pixel (as ``grid_sample``'s border padding); ``inside`` is within
-    half a pixel of the image. OpenCV's ``remap`` does the interpolation (about 9x
-    faster than NumPy gathers here)."""
-    H, W = img.shape[:2]
-    p = pos.astype(np.float32, copy=False)
-    out = cv2.remap(img, p[..., 0], p[..., 1], cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REPLICATE)
-    if out.ndim == 2:
-        out = out[..., None]
-    inside = ((p[..., 0] >= -0.5) & (p[..., 0] <= W - 0.5)
-              & (p[..., 1] >= -0.5) & (p[..., 1] <= H - 0.5))
-    return out, inside
-
-
-def _bins(rgb: np.ndarray, bins: int) -> np.ndarray:
-    q = np.minimum((np.clip(rgb, 0.0, 1.0) * bins).astype(np.int64), bins - 1)
-    return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
-
-
-def _histogram(idx: np.ndarray, w: np.ndarray, bins: int) -> np.ndarray:
-    """Normalised histogram with a small prior per bin (``refine.colour_model``'s)."""
-    h = np.bincount(idx, weights=w, minlength=bins**3)
-    return (h + 1.0 / bins**3) / (w.sum() + 1.0)
-
-
-def edge_posterior(pf: np.ndarray, ok: np.ndarray, s: np.ndarray, eps: float,
-                   min_std_px: float, agree_px: float):
-    """``(mean, var, agree)`` (N,) of the edge along lines of object probabilities
-    ``pf`` (N, M), object side first; see ``refine.region.edge_posterior``."""
-    step = s[1] - s[0]
-    pf = np.where(ok, np.clip(pf, eps, 1.0 - eps), 0.5)
-    cf = np.cumsum(np.log(pf), -1)
-    cb = np.cumsum(np.log(1.0 - pf)[:, ::-1], -1)[:, ::-1]
-    loglik = np.where(ok[:, :-1] & ok[:, 1:], cf[:, :-1] + cb[:, 1:], -1e4)
-    d = 0.5 * (s[:-1] + s[1:])
-    post = np.exp(loglik - loglik.max(-1, keepdims=True))
-    post /= post.sum(-1, keepdims=True)
-    mean = post @ d
-    var = np.maximum((post * (d - mean[:, None]) ** 2).sum(-1) + step**2 / 12, min_std_px**2)
-    agree = post @ (np.abs(d) <= agree_px).astype(np.float64)
-    return mean, var, agree
-
-
-def snap_to_edge(rgb: np.ndarray, ok: np.ndarray, s: np.ndarray, mean: np.ndarray,
-                 window_px: float, min_change: float) -> np.ndarray:
-    """Each line's edge estimate moved to the strongest nearby colour change (N,);
-    ``rgb`` (N, M, 3); see ``refine.edge_snap.snap_to_edge``."""
-    M = rgb.shape[1]
-    if M < 5:
-        return mean
-    step = s[1] - s[0]
-    diff = rgb[:, 2:] - rgb[:, :-2]
-    change = np.sqrt((diff * diff).sum(-1))
-    sc = s[1:-1]
-    win = np.exp(-0.5 * ((sc - mean[:, None]) / window_px) ** 2)
-    score = np.where(ok[:, 2:] & ok[:, :-2], change * win, 0.0)
-    j = np.clip(score.argmax(-1), 1, M - 4)
-    r = np.arange(len(j))
-    g0, g1, g2 = score[r, j - 1], score[r, j], score[r, j + 1]
-    curv = g0 - 2.0 * g1 + g2
-    frac = np.clip(np.where(curv < -1e-9, 0.5 * (g0 - g2) / np.minimum(curv, -1e-9), 0.0),
-                   -0.5, 0.5)
-    return np.where(g1 > min_change, sc[j] + frac * step, mean)
-
-
 @dataclass(frozen=True)
 class Lines:
     """Line measurements along a :class:`Contour` (as ``refine.sparse_region.SparseLines``).
@@ -226,56 +158,41 @@ def measure_lines(img: np.ndarray, c: Contour, px_scale: float, cfg: RegionConfi
         occluder_inv_depth: optional (H, W) float32 inverse depth of the nearest other
             object, 0 where none (``refine.occlusion``): samples behind it are not used.
     """
-    M = cfg.samples
-    s = np.linspace(-half_len_px, half_len_px, M)
-    # Sample positions in float32 (what OpenCV reads), in image pixels.
-    n = (c.normal * px_scale).astype(np.float32)[:, None, :]
-    uv = (c.uv * px_scale).astype(np.float32)[:, None, :]
-    pos_l = uv + s.astype(np.float32)[None, :, None] * n
-    rgb_l, in_l = sample_bilinear(img, pos_l)
-    free_l = _free(occluder_inv_depth, pos_l, c.depth_m)
-    if hist is not None and hist_rate == 0:
-        h_f, h_b = hist
-    else:
-        a = np.arange(cfg.gap_px, cfg.band_px, dtype=np.float64) + 0.5
-        band = np.concatenate([-a[::-1], a])
-        pos_b = uv + band.astype(np.float32)[None, :, None] * n
-        rgb_b, in_b = sample_bilinear(img, pos_b)
-        in_b = in_b & _free(occluder_inv_depth, pos_b, c.depth_m)
-        inner = (band < 0) & (-band <= c.fg_px[:, None])
-        outer = (band > 0) & (band <= c.bg_px[:, None])
-        idx_b = _bins(rgb_b, cfg.bins).ravel()
-        h_f = _histogram(idx_b, (in_b & inner).ravel().astype(np.float64), cfg.bins)
-        h_b = _histogram(idx_b, (in_b & outer).ravel().astype(np.float64), cfg.bins)
-        if hist is not None:
-            h_f = (1 - hist_rate) * hist[0] + hist_rate * h_f
-            h_b = (1 - hist_rate) * hist[1] + hist_rate * h_b
-    pf = (h_f / (h_f + h_b))[_bins(rgb_l, cfg.bins)]
-    # Usable samples: in the image and within the model's unbroken silhouette (inside)
-    # or free space (outside), up to the first failure from the edge outwards.
-    ctr = M // 2
-    within = np.where(s < 0, -s <= c.fg_px[:, None], s <= c.bg_px[:, None])
-    good = in_l & free_l & within
-    ok = np.concatenate([np.logical_and.accumulate(good[:, ctr - 1::-1], 1)[:, ::-1],
-                         (in_l & free_l)[:, ctr:ctr + 1],
-                         np.logical_and.accumulate(good[:, ctr + 1:], 1)], 1)
-    mean, var, agree = edge_posterior(pf, ok, s, cfg.eps, cfg.min_std_px, cfg.agree_px)
-    if cfg.edge_snap_px > 0:
-        mean = snap_to_edge(rgb_l, ok, s, mean, cfg.edge_snap_px, cfg.edge_min_change)
-    seen = ok[:, ctr]
-    agree = np.where(seen, agree, 0.0)
-    return Lines(np.where(seen, mean, 0.0), np.where(seen, var, 1e6), agree, seen, h_f, h_b,
-                 float(agree.sum() / max(seen.sum(), 1)))
+    s = np.linspace(-half_len_px, half_len_px, cfg.samples)
+    a = np.arange(cfg.gap_px, cfg.band_px, dtype=np.float64) + 0.5
+    band = np.concatenate([-a[::-1], a])
+    occ = (_NO_MAP if occluder_inv_depth is None
+           else np.ascontiguousarray(occluder_inv_depth, np.float32))
+    earlier = _NO_HIST if hist is None else np.ascontiguousarray(np.stack(hist), np.float64)
+    reuse = hist is not None and hist_rate == 0  # the earlier colours as they are
+    mean, var, agree, seen, h_f, h_b = line_measurements(
+        np.ascontiguousarray(img, np.float32), c.uv * px_scale, c.normal * px_scale, s,
+        band, c.fg_px, c.bg_px, c.depth_m, occ, earlier, float(hist_rate), not reuse,
+        cfg.bins, cfg.eps, cfg.min_std_px, cfg.agree_px, cfg.edge_snap_px,
+        cfg.edge_min_change)
+    return Lines(mean, var, agree, seen, h_f, h_b, float(agree.sum() / max(seen.sum(), 1)))
 
 
-def _free(occ: np.ndarray | None, pos: np.ndarray, depth_m: np.ndarray):
-    """(N, M) bool: the samples at ``pos`` (N, M, 2) lie in front of the nearest other
-    object (``occ``: its inverse depth, nearest pixel), or True without an occluder map."""
-    if occ is None:
-        return True
-    inv = cv2.remap(occ, pos[..., 0], pos[..., 1], cv2.INTER_NEAREST,
-                    borderMode=cv2.BORDER_REPLICATE)
-    return inv * depth_m[:, None] < 1.0
+def compile_kernels() -> float:
+    """Compile (first run on a machine, about 10 s here) or load from Numba's cache
+    (about 1 s) the compiled loops of the measurements and the solve, so that the first
+    tracked frame or refinement does not wait for them; returns the seconds it took."""
+    import time
+
+    from .solve_kernel import line_normal_equations
+
+    t0 = time.perf_counter()
+    one = np.ones(2)
+    line_measurements(np.zeros((4, 4, 3), np.float32), np.full((2, 2), 2.0), np.ones((2, 2)),
+                      np.linspace(-2.0, 2.0, 5), np.array([-1.5, 1.5]), one, one, one,
+                      _NO_MAP, _NO_HIST, 1.0, True, 4, 0.1, 0.5, 1.5, 2.0, 0.05)
+    line_normal_equations(np.zeros((2, 3)), np.zeros((2, 2)), np.ones((2, 2)), one,
+                          np.eye(3), 2.0, 1e-3, np.eye(4), True)
+    return time.perf_counter() - t0
+
+
+_NO_MAP = np.zeros((0, 0), np.float32)  # no occluder map (one compiled signature)
+_NO_HIST = np.zeros((0, 0))  # no earlier colours
 
 
 def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .solve_kernel import line_normal_equations
+
 __all__ = ["LineResiduals", "PlaneResiduals", "PointResiduals", "lm_steps"]
 
 
@@ -80,6 +82,24 @@ class LineResiduals:
             return r, None, front
         a = np.einsum("nk,nkj->nj", self.normal, d_uv)  # n^T d(uv)/d(p_cam)
         return r, np.concatenate([a, np.cross(pc, a)], 1)[:, None], front
+
+    def normal_equations(self, T: np.ndarray):
+        """``(H (6, 6), g (6,), cost, weight)``: what ``lm_steps`` sums, in one compiled
+        loop (``track.solve_kernel``; the tracker's most frequent term)."""
+        return line_normal_equations(*self._args(T), True)
+
+    def cost(self, T: np.ndarray) -> tuple[float, float]:
+        """``(robust cost, total weight)`` at ``T``."""
+        _, _, c, w = line_normal_equations(*self._args(T), False)
+        return c, w
+
+    def _args(self, T):
+        return (np.ascontiguousarray(self.pts_obj, np.float64),
+                np.ascontiguousarray(self.target, np.float64),
+                np.ascontiguousarray(self.normal, np.float64),
+                np.ascontiguousarray(self.weight, np.float64),
+                np.ascontiguousarray(self.K_s, np.float64), float(self.huber),
+                float(self.min_depth_m), np.ascontiguousarray(T, np.float64))
 
 
 @dataclass(frozen=True)
@@ -151,13 +171,30 @@ def _robust(r: np.ndarray, front: np.ndarray, huber: float) -> np.ndarray:
                     3.5 * huber**2)
 
 
+def _normal_equations(t, T: np.ndarray):
+    """``(H (6, 6), g (6,), cost, weight)`` of term ``t`` at ``T``: its Huber-weighted
+    (IRLS) normal equations, robust cost and total weight, from ``t.evaluate``."""
+    r, J, front = t.evaluate(T)
+    ar = _norm(r)
+    w = t.weight * front * np.where(ar <= t.huber, 1.0, t.huber / np.maximum(ar, 1e-12))
+    Jw = J * w[:, None, None]
+    return (np.einsum("nki,nkj->ij", Jw, J), np.einsum("nki,nk->i", Jw, r),
+            float(t.weight @ _robust(r, front, t.huber)), float(t.weight.sum()))
+
+
+def _term_cost(t, T: np.ndarray) -> tuple[float, float]:
+    """``(robust cost, total weight)`` of term ``t`` at ``T``."""
+    r, _, front = t.evaluate(T, jacobian=False)
+    return float(t.weight @ _robust(r, front, t.huber)), float(t.weight.sum())
+
+
 def _cost(T: np.ndarray, terms) -> float:
     """Weighted robust cost normalised by the total weight."""
     cost = wsum = 0.0
     for t in terms:
-        r, _, front = t.evaluate(T, jacobian=False)
-        cost += float(t.weight @ _robust(r, front, t.huber))
-        wsum += float(t.weight.sum())
+        c, w = t.cost(T) if hasattr(t, "cost") else _term_cost(t, T)
+        cost += c
+        wsum += w
     return cost / max(wsum, 1e-9)
 
 
@@ -191,15 +228,12 @@ def lm_steps(T: np.ndarray, terms, iterations: int = 1, damping: float = 1e-3,
         H, g = np.zeros((6, 6)), np.zeros(6)
         c_sum = w_sum = 0.0
         for t in terms:
-            r, J, front = t.evaluate(T)
-            if cost is None:  # the cost at the start, from the same residuals
-                c_sum += float(t.weight @ _robust(r, front, t.huber))
-                w_sum += float(t.weight.sum())
-            ar = _norm(r)
-            w = t.weight * front * np.where(ar <= t.huber, 1.0, t.huber / np.maximum(ar, 1e-12))
-            Jw = J * w[:, None, None]
-            H += np.einsum("nki,nkj->ij", Jw, J)
-            g += np.einsum("nki,nk->i", Jw, r)
+            Ht, gt, c, wt = (t.normal_equations(T) if hasattr(t, "normal_equations")
+                             else _normal_equations(t, T))
+            H += Ht
+            g += gt
+            c_sum += c  # the cost at the start, from the same residuals
+            w_sum += wt
         if cost is None:
             cost = c_sum / max(w_sum, 1e-9)
         diag = np.diag(H)

@@ -21,12 +21,12 @@ from pose_refiner_ros.refine.sparse_region import (
 from pose_refiner_ros.refine.viewpoint_model import build_viewpoint_model
 from pose_refiner_ros.render.base import RenderMesh, make_renderer
 from pose_refiner_ros.solver.gauss_newton import gauss_newton_steps
+from pose_refiner_ros.track.line_kernel import _bilinear
 from pose_refiner_ros.track.measure import (
     ViewArrays,
     match_depth,
     measure_lines,
     project_contour,
-    sample_bilinear,
 )
 from pose_refiner_ros.track.solve import LineResiduals, PlaneResiduals, PointResiduals, lm_steps
 
@@ -64,7 +64,9 @@ def test_bilinear_samples_match_grid_sample():
     rng = np.random.default_rng(0)
     img = rng.random((30, 40, 3)).astype(np.float32)
     pos = rng.uniform(-3, 43, (7, 9, 2))
-    ours, inside = sample_bilinear(img, pos)
+    ours, inside = np.zeros((7, 9, 3)), np.zeros((7, 9), bool)
+    for i, j in np.ndindex(7, 9):
+        inside[i, j] = _bilinear(img, pos[i, j, 0], pos[i, j, 1], ours[i, j])
     grid = (_torch(pos) + 0.5) / _torch([40, 30]) * 2 - 1
     ref = torch.nn.functional.grid_sample(_torch(img).permute(2, 0, 1)[None], grid[None],
                                           padding_mode="border", align_corners=False)
@@ -124,6 +126,30 @@ def test_gauss_newton_step_matches_the_torch_solver(scene):
     ref = gauss_newton_steps(_torch(T)[None], terms, 3)[0].numpy()
     assert np.abs(ours - T).max() > 1e-4  # the step moved the pose
     np.testing.assert_allclose(ours, ref, atol=2e-5)
+
+
+def test_compiled_line_normal_equations_match_the_numpy_terms():
+    from pose_refiner_ros.track.solve import _normal_equations, _term_cost
+
+    rng = np.random.default_rng(1)
+    n = 300
+    pts = rng.normal(size=(n, 3)) * 0.05
+    pts[:5] = [0.0, 0.0, -5.0]  # behind the camera: no weight, a bounded cost
+    T = np.eye(4)
+    T[:3, :3] = np.linalg.qr(rng.normal(size=(3, 3)))[0] @ np.diag([1, 1, -1])
+    T[:3, :3] *= np.sign(np.linalg.det(T[:3, :3]))
+    T[2, 3] = 0.8
+    K = np.array([[300.0, 0, 64], [0, 310, 60], [0, 0, 1]])
+    normal = rng.normal(size=(n, 2))
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    pc = pts @ T[:3, :3].T + T[:3, 3]
+    target = pc[:, :2] / pc[:, 2:] * [300, 310] + [64, 60] + rng.normal(size=(n, 2)) * 3
+    term = LineResiduals(pts, target, normal, rng.random(n), K, 2.0, 1e-3)
+    ours, ref = term.normal_equations(T), _normal_equations(term, T)
+    assert np.abs(ref[0]).max() > 1.0 and ref[2] > 0  # both Huber branches are used
+    for a, b in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(term.cost(T), _term_cost(term, T), rtol=1e-12)
 
 
 def test_point_residuals_match_the_reprojection_term(scene):
