@@ -134,6 +134,9 @@ class RefinerCore(FrameProcessing, TrackingMixin, StampsMixin):
         self._tracker_building = False
         self._rereg = None  # the background re-registration in flight (ros.tracking)
         self._background = None  # ros.reregistration.BackgroundRefiner, with the tracker
+        # Background re-registrations pause after skipped frames (ros.tracking): (monotonic
+        # time before which none starts, the pause in s, no frame skipped since the last).
+        self._rereg_pause = (0.0, 0.0, True)
         self._busy_seen = 0  # frames the worker skipped, when a re-registration last went
         self._track_frames = 0
         self._last_tf_stamp_ns = -1

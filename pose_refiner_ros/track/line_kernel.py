@@ -74,8 +74,9 @@ def line_measurements(img, uv, nrm, s, band, fg_px, bg_px, depth_m, occ, hist_in
 
     Args:
         img: (H, W, 3) float32 RGB in [0, 1].
-        uv, nrm: (N, 2) float64 the contour points and their normals in image pixels
-            (a normal's length is image pixels per scaled pixel).
+        uv, nrm: (N, 2) float32 the contour points and their normals in image pixels
+            (a normal's length is image pixels per scaled pixel); the sample positions
+            are computed in float32, as the maps of OpenCV's ``remap`` were before.
         s: (M,) offsets of the line samples, scaled pixels (odd M, centred on 0).
         band: (P,) offsets of the colour bands' samples (negative: inside).
         fg_px, bg_px, depth_m: (N,) usable lengths inside / outside, the points' depths.
@@ -89,6 +90,8 @@ def line_measurements(img, uv, nrm, s, band, fg_px, bg_px, depth_m, occ, hist_in
         ``(mean (N,), var (N,), agree (N,), seen (N,) bool, h_f, h_b)``.
     """
     N, M, P = uv.shape[0], s.shape[0], band.shape[0]
+    s32 = s.astype(np.float32)
+    band32 = band.astype(np.float32)
     nb = bins**3
     rgb = np.empty(3)
     h_f = np.zeros(nb)
@@ -103,9 +106,8 @@ def line_measurements(img, uv, nrm, s, band, fg_px, bg_px, depth_m, occ, hist_in
                 outer = b > 0 and b <= bg_px[i]
                 if not (inner or outer):
                     continue
-                # float32 positions, as OpenCV's maps
-                x = np.float32(uv[i, 0] + b * nrm[i, 0])
-                y = np.float32(uv[i, 1] + b * nrm[i, 1])
+                x = uv[i, 0] + band32[k] * nrm[i, 0]  # float32, as OpenCV's maps
+                y = uv[i, 1] + band32[k] * nrm[i, 1]
                 if not _bilinear(img, x, y, rgb):
                     continue
                 if not _free(occ, x, y, depth_m[i]):
@@ -144,8 +146,8 @@ def line_measurements(img, uv, nrm, s, band, fg_px, bg_px, depth_m, occ, hist_in
     loglik = np.empty(M - 1)  # the posterior's weights, then the snap's scores
     for i in range(N):
         for k in range(M):
-            x = np.float32(uv[i, 0] + s[k] * nrm[i, 0])
-            y = np.float32(uv[i, 1] + s[k] * nrm[i, 1])
+            x = uv[i, 0] + s32[k] * nrm[i, 0]
+            y = uv[i, 1] + s32[k] * nrm[i, 1]
             inside = _bilinear(img, x, y, rgb)
             cols[k, 0], cols[k, 1], cols[k, 2] = rgb[0], rgb[1], rgb[2]
             j = _bin(rgb, bins)

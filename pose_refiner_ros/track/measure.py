@@ -166,7 +166,8 @@ def measure_lines(img: np.ndarray, c: Contour, px_scale: float, cfg: RegionConfi
     earlier = _NO_HIST if hist is None else np.ascontiguousarray(np.stack(hist), np.float64)
     reuse = hist is not None and hist_rate == 0  # the earlier colours as they are
     mean, var, agree, seen, h_f, h_b = line_measurements(
-        np.ascontiguousarray(img, np.float32), c.uv * px_scale, c.normal * px_scale, s,
+        np.ascontiguousarray(img, np.float32), (c.uv * px_scale).astype(np.float32),
+        (c.normal * px_scale).astype(np.float32), s,
         band, c.fg_px, c.bg_px, c.depth_m, occ, earlier, float(hist_rate), not reuse,
         cfg.bins, cfg.eps, cfg.min_std_px, cfg.agree_px, cfg.edge_snap_px,
         cfg.edge_min_change)
@@ -183,7 +184,8 @@ def compile_kernels() -> float:
 
     t0 = time.perf_counter()
     one = np.ones(2)
-    line_measurements(np.zeros((4, 4, 3), np.float32), np.full((2, 2), 2.0), np.ones((2, 2)),
+    line_measurements(np.zeros((4, 4, 3), np.float32), np.full((2, 2), 2.0, np.float32),
+                      np.ones((2, 2), np.float32),
                       np.linspace(-2.0, 2.0, 5), np.array([-1.5, 1.5]), one, one, one,
                       _NO_MAP, _NO_HIST, 1.0, True, 4, 0.1, 0.5, 1.5, 2.0, 0.05)
     line_normal_equations(np.zeros((2, 3)), np.zeros((2, 2)), np.ones((2, 2)), one,

@@ -63,3 +63,26 @@ def test_a_refiner_that_cannot_be_built_is_reported(tmp_path):
             np.zeros((4, 4, 3), np.uint8), np.eye(3), None, [], (4, 128))
     finally:
         bg.close()
+
+
+def test_skipped_frames_pause_background_reregistrations_and_back_off():
+    from pose_refiner_ros.ros.tracking import reregistration_pause
+
+    state = (0.0, 0.0, True)
+    go, state = reregistration_pause(state, False, 10.0)
+    assert go  # nothing skipped: at once
+    go, state = reregistration_pause(state, True, 11.0)  # that one cost frames
+    assert not go and state[0] == 11.5
+    go, _ = reregistration_pause(state, False, 11.4)
+    assert not go  # still paused
+    go, state = reregistration_pause(state, False, 11.6)
+    assert go and state[1] == 0.5  # no halving: the last one had skipped frames
+    go, state = reregistration_pause(state, True, 12.0)  # again: twice as long
+    assert not go and state[:2] == (13.0, 1.0)
+    for t in (14.0, 30.0, 50.0, 70.0, 90.0):
+        _, state = reregistration_pause(state, True, t)
+    assert state[1] == 8.0  # at most 8 s
+    go, state = reregistration_pause(state, False, 100.0)
+    assert go and state[1] == 8.0
+    go, state = reregistration_pause(state, False, 101.0)  # that one went by cleanly
+    assert go and state[1] == 4.0
