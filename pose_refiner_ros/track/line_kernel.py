@@ -143,7 +143,7 @@ def line_measurements(img, uv, nrm, s, band, fg_px, bg_px, depth_m, occ, hist_in
     ok = np.empty(M, np.bool_)
     cf = np.empty(M)
     cb = np.empty(M)
-    loglik = np.empty(M - 1)  # the posterior's weights, then the snap's scores
+    work = np.empty(M - 1)  # the posterior's weights, then the snap's scores
     for i in range(N):
         for k in range(M):
             x = uv[i, 0] + s32[k] * nrm[i, 0]
@@ -181,21 +181,21 @@ def line_measurements(img, uv, nrm, s, band, fg_px, bg_px, depth_m, occ, hist_in
         tot = 0.0
         for k in range(M - 1):
             w = cf[k] * cb[k + 1] if (ok[k] and ok[k + 1]) else 0.0
-            loglik[k] = w
+            work[k] = w
             tot += w
         if tot <= 0.0:  # no usable pair of samples: a flat posterior
             for k in range(M - 1):
-                loglik[k] = 1.0
+                work[k] = 1.0
             tot = M - 1.0
         mu = 0.0
         for k in range(M - 1):
-            mu += loglik[k] * 0.5 * (s[k] + s[k + 1])
+            mu += work[k] * 0.5 * (s[k] + s[k + 1])
         mu /= tot
         v = 0.0
         ag = 0.0
         for k in range(M - 1):
             d = 0.5 * (s[k] + s[k + 1])
-            w = loglik[k] / tot
+            w = work[k] / tot
             v += w * (d - mu) ** 2
             if abs(d) <= agree_px:
                 ag += w
@@ -220,13 +220,13 @@ def line_measurements(img, uv, nrm, s, band, fg_px, bg_px, depth_m, occ, hist_in
                     g = math.sqrt(dr * dr + dg * dg + db * db) * win
                 else:
                     g = 0.0
-                loglik[k] = g  # reused as the scores
+                work[k] = g  # reused as the scores
                 if g > best:
                     best, jb = g, k
                 win *= ratio
                 ratio *= shrink
             jb = min(max(jb, 1), M - 4)
-            g0, g1, g2 = loglik[jb - 1], loglik[jb], loglik[jb + 1]
+            g0, g1, g2 = work[jb - 1], work[jb], work[jb + 1]
             if g1 > snap_min_change:
                 curv = g0 - 2.0 * g1 + g2
                 frac = 0.5 * (g0 - g2) / curv if curv < -1e-9 else 0.0

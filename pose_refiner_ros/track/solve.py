@@ -83,6 +83,13 @@ class LineResiduals:
         a = np.einsum("nk,nkj->nj", self.normal, d_uv)  # n^T d(uv)/d(p_cam)
         return r, np.concatenate([a, np.cross(pc, a)], 1)[:, None], front
 
+    def __post_init__(self):
+        # The compiled loop reads contiguous float64 arrays: converted once per term, not
+        # at each of its two calls per LM step.
+        for name in ("pts_obj", "target", "normal", "weight", "K_s"):
+            object.__setattr__(self, name,
+                               np.ascontiguousarray(getattr(self, name), np.float64))
+
     def normal_equations(self, T: np.ndarray):
         """``(H (6, 6), g (6,), cost, weight)``: what ``lm_steps`` sums, in one compiled
         loop (``track.solve_kernel``; the tracker's most frequent term)."""
@@ -94,12 +101,8 @@ class LineResiduals:
         return c, w
 
     def _args(self, T):
-        return (np.ascontiguousarray(self.pts_obj, np.float64),
-                np.ascontiguousarray(self.target, np.float64),
-                np.ascontiguousarray(self.normal, np.float64),
-                np.ascontiguousarray(self.weight, np.float64),
-                np.ascontiguousarray(self.K_s, np.float64), float(self.huber),
-                float(self.min_depth_m), np.ascontiguousarray(T, np.float64))
+        return (self.pts_obj, self.target, self.normal, self.weight, self.K_s,
+                float(self.huber), float(self.min_depth_m), np.ascontiguousarray(T, np.float64))
 
 
 @dataclass(frozen=True)
