@@ -87,7 +87,10 @@ def main() -> int:
     threading.Thread(target=_spin, args=(ex,), daemon=True).start()
     try:
         deadline = time.monotonic() + args.timeout
-        while not col.connected() or (col.diagnostics or {}).get("tracker") != "ready":
+        # The tracker's contour models built and the background re-registration process
+        # started, as in a node that has run for a while.
+        while not col.connected() or (col.diagnostics or {}).get("tracker") != "ready" or (
+                col.diagnostics or {}).get("reregistration") not in ("ready", "busy"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 print("node did not come up; log:\n" + log.read_text(), file=sys.stderr)
                 return 1

@@ -7,8 +7,10 @@ one ``DiagnosticStatus`` named ``pose_refiner: <fully qualified node name>`` who
 - ``rate.<input>_hz``: messages received per second over the last period, and
   ``received.<input>``: since start-up, per input (``image``, ``camera_info``,
   ``detections``, ``depth``, ``coarse_pose``);
-- ``frames.refined``, ``frames.tracked``, ``objects.refined``, ``objects.published``:
-  totals since start-up;
+- ``frames.refined``, ``frames.tracked``, ``objects.refined``, ``objects.published``,
+  and with tracking ``objects.tracked``, ``objects.awaiting_reregistration`` (lost,
+  held back until re-registered), ``tracks.reregistered``, ``tracks.lost``: totals
+  since start-up;
 - ``dropped.<why>``: frames dropped since start-up (``busy_detect`` / ``busy_track``:
   replaced by a newer frame while the worker was busy; ``track_superseded``: a tracking
   image older than a frame refined meanwhile; ``unmatched_<input>``: never matched by

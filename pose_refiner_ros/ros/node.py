@@ -366,6 +366,10 @@ class RefinerCore(FrameProcessing, TrackingMixin, StampsMixin):
         for name, n in unmatched.items():
             if n:
                 self.stats.set_dropped(f"unmatched_{name}", n)
+        bg = getattr(self, "_background", None)  # none before a lifecycle configure
+        if bg is not None:  # the background re-registration process (ros.tracking)
+            bg.ready()
+            self.stats.info["reregistration"] = bg.state
         snap = self.stats.snapshot()
         self.pub_diag.publish(
             to_diagnostic_array(

@@ -187,8 +187,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "tracking_lost_below",
         0.3,
-        "a tracked object whose tracking quality (region score) falls below this is "
-        "re-registered by a full refinement, and reported lost if that fails",
+        "a tracked object whose tracking quality (region score) falls below this is not "
+        "published; it is re-registered by a full refinement, and reported lost if that "
+        "fails",
         bounds=(0.0, 1.0),
     ),
     ParamSpec(

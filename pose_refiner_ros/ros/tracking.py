@@ -7,14 +7,20 @@ publishing (README, "Behaviour", Tracking).
 
 Two kinds of re-registration (a full refinement from the tracked pose):
 
-- **lost** (quality below ``tracking_lost_below``): at once, on the worker thread; the
-  object leaves the track when it is not confident;
 - **drifting** (RGB, quality below ``tracking_reregister_below``): in the background
   (``ros.reregistration``: a child process, one job at a time), while the worker goes on
   tracking every frame. When it lands, a confident result corrects the track: the
-  motion tracked since its frame is kept (``Tracker.correct``). On this 2-core CPU a
-  refinement takes 200-300 ms, six to nine camera frames at 30 Hz, which a synchronous
-  one would have skipped. None starts while the worker is skipping camera frames.
+  motion tracked since its frame is kept (``Tracker.correct``). On a 2-core CPU a
+  refinement takes 200-500 ms, six to fifteen camera frames at 30 Hz, which a
+  synchronous one would have skipped. None starts while the worker is skipping camera
+  frames (``reregistration_pause``).
+- **lost** (quality below ``tracking_lost_below``): in the background too, as soon as
+  the process is free, pause or not; meanwhile the object is tracked but not published.
+  When the answer is not confident and the object is still lost, it leaves the track
+  (published on ``tracking_lost``). Synchronously, on the worker thread, only where
+  there is no background process (with depth, or when it failed): a lost object's
+  refinement blocked the worker for most of a second on the slow machine, and with
+  three objects at 30 Hz 14% of the frames were published.
 """
 
 from __future__ import annotations
@@ -117,55 +123,73 @@ class TrackingMixin:
         if bg is not None:
             bg.close()
 
+    def _background_usable(self) -> bool:
+        """True when re-registrations go to the background process: it exists and has
+        not failed (lost objects are re-registered on the worker otherwise; while the
+        process starts, a few seconds, they wait for it). ``/diagnostics`` shows its
+        state as ``reregistration``."""
+        bg = self._background
+        if bg is None:
+            return False
+        bg.ready()  # reads the child's start-up answer once it is there
+        return not bg.state.startswith("failed")
+
     def _submit_reregistration(self, image, K, depth, jobs) -> None:
-        """Hand ``jobs`` (``(name, class_id, T_tracked)``) of this frame to the background
-        process when it is free; :meth:`_land_reregistration` applies the answer."""
+        """Hand ``jobs`` (``(name, class_id, T_tracked, lost)``) of this frame to the
+        background process when it is free; :meth:`_land_reregistration` applies the
+        answer."""
         bg, p = self._background, self.params
         if bg is None or self._rereg is not None:
             return
         # Only with CPU to spare: while the worker skips camera frames, a refinement
         # beside it would take more from the tracker (measured, three objects at 30 Hz
         # on 2 cores: 56 -> 25 % of the frames published); see reregistration_pause.
+        # A lost object goes anyway: it is not published until it is re-registered.
         busy = self.stats.dropped.get("busy_track", 0)
         go, self._rereg_pause = reregistration_pause(self._rereg_pause, busy != self._busy_seen,
                                                      time.monotonic())
         self._busy_seen = busy
-        if not go:
+        if not go and not any(j[3] for j in jobs):
             return
-        if bg.submit(image, K, depth, [(c, T) for _, c, T in jobs],
+        if bg.submit(image, K, depth, [(c, T) for _, c, T, _ in jobs],
                      (p.iterations, p.crop_size)):
             self._rereg = {"jobs": jobs, "resets": self._tracker.resets}
 
-    def _land_reregistration(self, track, tracker) -> None:
-        """Apply a finished background re-registration to the objects still tracked."""
+    def _land_reregistration(self, track, tracker) -> set:
+        """Apply a finished background re-registration to the objects still tracked;
+        returns the names of the objects that were lost when submitted and whose
+        re-registration was not confident."""
         bg, state = self._background, self._rereg
         if bg is not None and bg.state.startswith("failed"):
             self._warn("reregistration_error",
                        f"background re-registration unavailable ({bg.state}); lost "
                        "objects are still re-registered")
             self._rereg = None
-            return
+            return set()
         if state is None:
-            return
+            return set()
         msg = bg.poll()
         if msg is None:
-            return
+            return set()
         self._rereg = None
         if msg[0] != "done":
             self.stats.error()
             self._warn("reregistration_error", f"background re-registration failed: {msg[1]}")
-            return
+            return set()
         if state["resets"] != tracker.resets:
-            return  # the track restarted from new detections meanwhile
+            return set()  # the track restarted from new detections meanwhile
         index = {o.name: k for k, o in enumerate(track.objects)}
-        p = self.params
-        for (name, class_id, T_then), rr in zip(state["jobs"], msg[1], strict=True):
+        p, failed = self.params, set()
+        for (name, class_id, T_then, lost), rr in zip(state["jobs"], msg[1], strict=True):
             k = index.get(name)
             if k is None or track.objects[k].class_id != class_id:
                 continue  # left the track meanwhile
             if not rr.diverged and rr.score >= p.confidence_threshold:
                 tracker.correct(k, T_then, rr.T_cam_obj)
                 self.stats.count("tracks.reregistered")
+            elif lost:
+                failed.add(name)
+        return failed
 
     def _track_and_publish(self, header, inputs, track, stamp, t_recv) -> None:
         """Move the tracked objects into this image with the render-free tracker; a lost
@@ -178,11 +202,12 @@ class TrackingMixin:
         p, tracker = self.params, self._tracker
         image, K, depth = inputs
         tracker.cfg = replace(tracker.cfg, **_thresholds(p))
-        self._land_reregistration(track, tracker)
+        failed = self._land_reregistration(track, tracker)
         results = tracker.step(image, K, depth)
         self._track_frames += 1
         every = p.tracking_refine_every
-        redo = [k for k, r in enumerate(results) if r.lost]
+        background = self._background_usable()
+        redo = [] if background else [k for k, r in enumerate(results) if r.lost]
         if every > 0 and self._track_frames % every == 0:
             redo = list(range(len(results)))
         refined = {}
@@ -193,15 +218,26 @@ class TrackingMixin:
             rr = self.refiner.refine(image, K, [(results[k].class_id, results[k].T_cam_obj)
                                                 for k in redo], depth_m=depth, restarts=False)
             refined = dict(zip(redo, rr, strict=True))
-        drifting = [k for k, r in enumerate(results) if r.reregister and k not in refined]
+        drifting = [k for k, r in enumerate(results) if (r.reregister or r.lost)
+                    and k not in refined and track.objects[k].name not in failed]
         if drifting:
             self._submit_reregistration(image, K, depth, [
-                (track.objects[k].name, results[k].class_id, results[k].T_cam_obj.copy())
-                for k in drifting])
+                (track.objects[k].name, results[k].class_id, results[k].T_cam_obj.copy(),
+                 results[k].lost) for k in drifting])
         out, keep, published, lost = [], [], [], []
         shown = []  # the debug image's objects
         for k, (o, r) in enumerate(zip(track.objects, results, strict=True)):
             T, score = r.T_cam_obj, r.quality
+            if r.lost and k not in refined:  # re-registered in the background
+                shown.append(tracked_object(o.class_id, o.T_cam_obj, T, score, lost=True))
+                if o.name in failed:
+                    lost.append((o.name, o.class_id, T, score))
+                    continue
+                # not published until its re-registration lands; still tracked
+                self.stats.count("objects.awaiting_reregistration")
+                keep.append(k)
+                published.append(Tracked(o.name, o.class_id, T, score))
+                continue
             if k in refined:
                 rr = refined[k]
                 if not rr.diverged and rr.score >= p.confidence_threshold:

@@ -277,8 +277,9 @@ def _start_tracking(session, n_frames, base, **params):
 
 def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
     """Between detections the render-free tracker follows a moving object frame to
-    frame; on an image where the object is gone, tracking is lost: re-registration
-    fails, the object is published on tracking_lost and counted."""
+    frame; on images where the object is gone, tracking is lost: the object is no longer
+    published, its re-registration (in the background) fails, and it is published on
+    tracking_lost and counted."""
     from pose_refiner_ros.evaluation import metrics as M
 
     registry, peer = session["registry"], session["peers"]["rgb"]
@@ -302,10 +303,17 @@ def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
         assert peer.wait_diag("frames.tracked", above=tracked0 + len(frames) - 2) >= (
             tracked0 + len(frames) - 1)
         lost0 = peer.diag("tracks.lost")
-        stamp = _stamp(6000 + len(frames))
-        peer.send_frame(stamp, np.full_like(frames[0].image_rgb, 127), frames[0].K, None)
-        lost = peer.wait_for("lost", stamp)[-1]
-        assert [d.id for d in lost.detections] == [det.detections[0].id]
+        grey = np.full_like(frames[0].image_rgb, 127)
+        deadline, sent, lost = time.monotonic() + 60, [], []
+        while not lost:  # grey frames until the re-registration has failed
+            assert time.monotonic() < deadline, f"never lost: {peer.diagnostics}"
+            sent.append(_stamp(6000 + len(frames) + len(sent)))
+            peer.send_frame(sent[-1], grey, frames[0].K, None)
+            # the lost object is never published as if it were found
+            assert peer.wait_for("detections", sent[-1])[-1].detections == []
+            time.sleep(0.2)
+            lost = [m for s in sent for m in peer.get("lost", s)]
+        assert [d.id for d in lost[-1].detections] == [det.detections[0].id]
         assert peer.wait_diag("tracks.lost", above=lost0) == lost0 + 1
     finally:
         peer.set_parameters(tracking=False)
