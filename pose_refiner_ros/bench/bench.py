@@ -234,6 +234,8 @@ def run_benchmark(cfg: BenchConfig, model_path: str | os.PathLike | None = None,
     calib = {name: calibration(runs[name].scores, runs[name].metrics, runs[name].diverged,
                                cfg.calibration_bins)
              for name in ("ours", "ours-rgbd") if name in runs}
+    pose_cov = {name: _covariance_check(runs[name], bench) for name in ("ours",)
+                if name in runs}
     scaling = None
     if net is not None and (cfg.objects_per_frame or cfg.mesh_faces or cfg.crop_sizes):
         say("scaling runs (objects per frame, mesh faces, crop size)")
@@ -254,6 +256,7 @@ def run_benchmark(cfg: BenchConfig, model_path: str | os.PathLike | None = None,
         "benchmark": bench.describe(),
         "methods": records,
         "calibration": calib,
+        "covariance_calibration": pose_cov,
         "scaling": scaling,
         "acceptance": acceptance(records),
     }
@@ -396,3 +399,17 @@ def _main(args: argparse.Namespace) -> int:
     print(_terminal_summary(record))
     print(f"bench: wrote {json_path}, {md}, {png} in {record['meta']['elapsed_s']:.0f} s")
     return 0
+
+
+def _covariance_check(run, bench):
+    """``evaluation.covariance_check.covariance_calibration`` of a run's covariances
+    against the benchmark's ground truth (None when the run has none)."""
+    from types import SimpleNamespace
+
+    from ..evaluation.covariance_check import covariance_calibration
+
+    recs = [SimpleNamespace(covariance=c, T_refined=run.T_cam_obj[k],
+                            T_gt=bench.samples[i].T_cam_obj_gt, kept_coarse=kc)
+            for k, (i, c, kc) in enumerate(zip(run.indices, run.covariances, run.kept_coarse,
+                                               strict=True))]
+    return covariance_calibration(recs)

@@ -36,6 +36,8 @@ class MethodRun:
         metrics: one ``PoseMetrics`` per sample (the refined pose).
         T_cam_obj: (N, 4, 4) refined poses.
         scores, diverged, iterations: per sample, from ``RefineResult``.
+        covariances, kept_coarse: per sample, ``RefineResult.covariance`` ((6, 6) or
+            None) and ``kept_coarse``.
         timing_ms: per sample, ``RefineResult.timing_ms``.
         memory: :class:`~.machine.PeakMemory` result of the whole run.
         wall_s: wall time of the run (warm-up included).
@@ -50,6 +52,8 @@ class MethodRun:
     scores: list = field(default_factory=list)
     diverged: list = field(default_factory=list)
     iterations: list = field(default_factory=list)
+    covariances: list = field(default_factory=list)
+    kept_coarse: list = field(default_factory=list)
     timing_ms: list = field(default_factory=list)
     memory: dict = field(default_factory=dict)
     wall_s: float = 0.0
@@ -111,6 +115,8 @@ def run_method(name: str, refiner, bench, indices, use_depth: bool, progress: bo
             out.scores.append(float(r.score))
             out.diverged.append(bool(r.diverged))
             out.iterations.append(int(r.iterations))
+            out.covariances.append(r.covariance)
+            out.kept_coarse.append(bool(r.kept_coarse))
             out.timing_ms.append(dict(r.timing_ms))
     out.memory = mem.result()
     out.wall_s = time.perf_counter() - t0

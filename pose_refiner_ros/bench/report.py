@@ -143,6 +143,18 @@ def markdown(record: dict, plot_relpath: str | None = None) -> str:
                           r["stages_ms_per_object"]["network"],
                           r["stages_ms_per_object"]["solve"]] for r in sc["crop_size"]])
 
+    for name, cc in (record.get("covariance_calibration") or {}).items():
+        if not cc:
+            continue
+        lines += ["", f"## Pose covariance against the truth (`{name}`, {cc['n']} refined "
+                  "poses)", "", "Position error along each camera axis in units of the "
+                  "claimed standard deviation (calibrated: 68% within 1 sigma, 95% within 2); "
+                  "rank correlation of the claimed deviation with the error.", ""]
+        lines += _table(["axis", "within 1 sigma", "within 2 sigma", "median error (mm)",
+                         "median sigma (mm)", "rank correlation"],
+                        [[ax, a["within_1sigma"], a["within_2sigma"],
+                          1e3 * a["median_abs_error_m"], 1e3 * a["median_sigma_m"],
+                          a["spearman"]] for ax, a in cc["axes"].items()])
     for name, cal in record.get("calibration", {}).items():
         lines += ["", f"## Confidence calibration (`{name}`)", "",
                   f"{cal['binning']}. Spearman rank correlation of score and ADD(-S) / "

@@ -375,7 +375,7 @@ class _Run:
                                reason=r.reason, T_init=r.T_cam_obj_init, T_refined=r.T_cam_obj,
                                timing_ms=r.timing_ms, iterations=r.iterations, mode=r.mode,
                                score_coarse=r.score_coarse, kept_coarse=r.kept_coarse,
-                               restarted=r.restarted,
+                               restarted=r.restarted, covariance=r.covariance,
                                published=publish_decision(r, p.confidence_threshold,
                                                           p.low_confidence_action))
             if j is not None:

@@ -283,7 +283,7 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
                                    T_refined=r.T_cam_obj, timing_ms=r.timing_ms,
                                    iterations=r.iterations, mode=r.mode,
                                    score_coarse=r.score_coarse, kept_coarse=r.kept_coarse,
-                                   restarted=r.restarted)
+                                   restarted=r.restarted, covariance=r.covariance)
                 if j is not None:
                     rec.T_gt = gt[j][1]
                     (rec.metrics_init, rec.metrics_refined, rec.e_R_iter_deg,

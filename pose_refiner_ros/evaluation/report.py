@@ -29,6 +29,7 @@ import tempfile
 import numpy as np
 
 from . import metrics as M
+from .covariance_check import covariance_calibration
 from .published import as_published, published_lines
 from .report_header import header_lines, source_text
 
@@ -63,6 +64,8 @@ class ObjectResult:
             where no node rule applies (``eval``).
         e_R_iter_deg, t_err_iter_m: rotation / translation error of the initial pose and
             of every iterate (empty without ground truth).
+        covariance: (6, 6) the refiner's covariance of ``T_refined``
+            (``RefineResult.covariance``), or None.
     """
 
     frame: int
@@ -85,6 +88,7 @@ class ObjectResult:
     kept_coarse: bool = False
     restarted: bool = False
     published: str | None = None
+    covariance: np.ndarray | None = None
 
     def to_json(self) -> dict:
         def mat(T):
@@ -106,6 +110,8 @@ class ObjectResult:
                                 else _clean(M.as_dict(self.metrics_refined))),
             "e_R_iter_deg": [round(float(x), 6) for x in self.e_R_iter_deg],
             "t_err_iter_m": [round(float(x), 9) for x in self.t_err_iter_m],
+            "covariance": (None if self.covariance is None
+                           else np.asarray(self.covariance, np.float64).round(12).tolist()),
         }
 
 
@@ -219,6 +225,7 @@ class Evaluation:
         self._iters_R: list[list[float]] = []
         self._iters_t: list[list[float]] = []
         self.n_diverged = 0
+        self._cov_records: list[ObjectResult] = []  # refined, with covariance and truth
 
     # -- collecting ----------------------------------------------------------------------
     def count(self, what: str, n: int = 1) -> None:
@@ -248,6 +255,8 @@ class Evaluation:
             m = r.metrics_refined
             self._score_err.append((float(r.score), m.e_R_deg, m.add_or_adds_m / m.diameter_m,
                                     bool(r.diverged)))
+            if r.covariance is not None and r.T_gt is not None and not r.kept_coarse:
+                self._cov_records.append(r)
             if r.e_R_iter_deg:
                 self._iters_R.append(list(r.e_R_iter_deg))
                 self._iters_t.append(list(r.t_err_iter_m))
@@ -271,6 +280,7 @@ class Evaluation:
         out["threshold"] = self.confidence_threshold
         out["per_class"] = self._per_class() if self._ref else None
         out["calibration"] = self._calibration() if len(self._score_err) >= 4 else None
+        out["covariance_calibration"] = covariance_calibration(self._cov_records)
         if self._scores:
             out["score"] = {"median": _pct(self._scores, 50), "min": float(min(self._scores))}
         return json_ready(out)
@@ -490,6 +500,19 @@ class Evaluation:
                 lines.append(f"| {c['quartile']} | {c['score_min']:.2f} to {c['score_max']:.2f} "
                              f"| {c['n']} | {c['median_e_R_deg']:.1f} | "
                              f"{100 * c['add01']:.1f}% |")
+        cc = summary.get("covariance_calibration")
+        if cc:
+            lines += ["", f"### Pose covariance against the truth ({cc['n']} refined poses)", "",
+                      "Position error along the camera axis in units of the refiner's claimed "
+                      "standard deviation (calibrated: 68% within 1 sigma, 95% within 2).", "",
+                      "| axis | within 1 sigma | within 2 sigma | median error (mm) | "
+                      "median sigma (mm) | rank correlation |", "|---|---:|---:|---:|---:|---:|"]
+            for name, a in cc["axes"].items():
+                rho = "-" if a["spearman"] is None else f"{a['spearman']:.2f}"
+                lines.append(f"| {name} | {100 * a['within_1sigma']:.0f}% | "
+                             f"{100 * a['within_2sigma']:.0f}% | "
+                             f"{1e3 * a['median_abs_error_m']:.1f} | "
+                             f"{1e3 * a['median_sigma_m']:.1f} | {rho} |")
         lines += ["", "## Timing", "", "| stage | median | p95 |", "|---|---:|---:|"]
         for k, v in t.items():
             if isinstance(v, dict):

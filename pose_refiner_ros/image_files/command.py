@@ -7,9 +7,11 @@
 described in :mod:`pose_refiner_ros.image_files.inputs` (and the README). The output
 lists, per object, the refined pose in both forms (``T_cam_obj``; ``position`` +
 ``orientation_xyzw``), ``score``, ``diverged``, ``reason``, ``kept_coarse``, ``mode``,
-``iterations`` and ``timing_ms``. All objects of the image are refined together, in one
-batch: the time printed is the batch's, and an object's ``timing_ms`` is the batch's
-time divided evenly among its objects (there is no time of one object alone).
+``iterations``, ``timing_ms`` and ``covariance`` (6x6 nested lists in ROS's order, see
+``RefineResult.covariance``; null where there is no estimate). All objects of the image
+are refined together, in one batch: the time printed is the batch's, and an object's
+``timing_ms`` is the batch's time divided evenly among its objects (there is no time of
+one object alone).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def _result_to_json(r) -> dict:
         "mode": r.mode,
         "iterations": r.iterations,
         "timing_ms": r.timing_ms,
+        "covariance": None if r.covariance is None else r.covariance.tolist(),
     }
 
 

@@ -60,6 +60,14 @@ class RefinerConfig:
             instances).
         region_polish_lm: LM iterations after each of those measurements (and the
             consensus's).
+        region_max_px_scale: the render-free region steps (polish, consensus, restarts)
+            measure in crop pixels (one crop pixel: the zoom-in window's side over
+            ``crop_size``), but in pixels no larger than this many image pixels: a
+            large object's window is wider than the crop, and measuring its outline at
+            the crop's coarser resolution threw precision away. Measured (AMD EPYC, one
+            thread) against 0 (the crop's scale, as before): real images (lmo-dev)
+            37.9 -> 38.1% ADD(-S)@0.1d, median e_R 10.7 -> 10.3 deg, made worse 13.4%
+            both; synthetic RGB 60.0 -> 62.0%, 4.17 -> 4.01 deg. 0 turns it off.
         consensus_starts: with the region modality, the refined pose is re-solved
             region-only from this many perturbed starts (``consensus_schedule``); when
             they end further than ``consensus_max_spread`` diameters from it (mean over
@@ -80,6 +88,14 @@ class RefinerConfig:
             (7: every start). A speed setting: on real images (lmo-dev) 2 cost half the
             time of 7 per rejected object and lost a point of ADD(-S)@0.1d (36.3% against
             37.5%); 3 did no better than 2.
+        covariance_inflation: with the region modality, each returned refinement gets a
+            pose covariance (``RefineResult.covariance``) from its contour lines
+            (``track.covariance``), their standard deviations multiplied by this factor:
+            the lines' errors are correlated, so the independent-lines covariance is
+            too small. Calibrated on real images (lmo-dev, docs/benchmarks.md
+            "Pose covariance"): at 7 the distance errors fall within two standard
+            deviations for 95% of the refined poses and the sideways (x) ones within one
+            for 67%. 0: no covariance.
         crop_size: side of the square zoom-in crop, pixels (multiple of 8).
         crop_margin: crop side over the projected extent of the object's bounding box.
         gru_iters: recurrent steps per network pass (``None``: the checkpoint's).
@@ -113,6 +129,7 @@ class RefinerConfig:
     depth_prior_weight: float = 0.0
     region_polish: tuple = (24.0, 16.0, 16.0, 8.0, 8.0, 8.0) + (6.0,) * 18
     region_polish_lm: int = 2
+    region_max_px_scale: float = 1.0
     consensus_starts: int = 3
     consensus_max_spread: float = 0.1
     consensus_schedule: tuple = (16.0, 8.0, 6.0, 6.0, 6.0, 6.0)
@@ -120,6 +137,7 @@ class RefinerConfig:
     restart_deg: float = 20.0
     restart_max_spread: float = 0.03
     restart_keep: int = 7
+    covariance_inflation: float = 7.0
     crop_size: int = 128
     crop_margin: float = 1.4
     gru_iters: int | None = None
@@ -161,6 +179,12 @@ class RefinerConfig:
             raise ValueError(f"restart_deg: expected in (0, 90], got {self.restart_deg}")
         if self.consensus_starts and not self.consensus_schedule:
             raise ValueError("consensus_schedule: empty while consensus_starts > 0")
+        if self.covariance_inflation < 0:
+            raise ValueError("covariance_inflation: expected >= 0 (0: off), got "
+                             f"{self.covariance_inflation}")
+        if self.region_max_px_scale < 0:
+            raise ValueError("region_max_px_scale: expected >= 0 (0: off), got "
+                             f"{self.region_max_px_scale}")
         if self.region_polish_lm < 1:
             raise ValueError(f"region_polish_lm: expected >= 1, got {self.region_polish_lm}")
 
@@ -205,6 +229,13 @@ class RefineResult:
         restarted: the refinement was rejected and one of the restarts
             (``RefinerConfig.restarts``) replaced it: ``T_cam_obj`` comes from a
             region-only solve.
+        covariance: (6, 6) covariance of ``T_cam_obj`` (float64), in the order and
+            meaning of ROS's ``geometry_msgs/PoseWithCovariance``: the position of the
+            object's origin (x, y, z, metres) and a rotation about axes through it
+            parallel to the camera's (rx, ry, rz, radians), camera optical frame
+            (``track.covariance``). Only with the region modality (RGB) and for a
+            refined pose; None otherwise (RGB-D, other modes, ``kept_coarse``: the
+            coarse pose's uncertainty is its detector's).
     """
 
     class_id: str
@@ -220,3 +251,4 @@ class RefineResult:
     kept_coarse: bool = False
     score_coarse: float | None = None
     restarted: bool = False
+    covariance: np.ndarray | None = None

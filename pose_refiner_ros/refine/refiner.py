@@ -260,6 +260,7 @@ class Refiner(RegionSteps):
 
         occ = None  # the occluder map at the current poses, when known
         restarted = None  # (B,) bool: a restart replaced the rejected refinement
+        covariances = None  # per object, the (6, 6) covariance of T, or None
         if self.cfg.mode == "gcf-adam":
             from .gcf_adam import refine_gcf_adam
 
@@ -299,6 +300,11 @@ class Refiner(RegionSteps):
                     if restarted.any():
                         iterates = torch.cat([iterates, T[:, None]], 1)
                         score = torch.where(restarted, region_scores[1], score)
+            if region_scores is not None and self.cfg.covariance_inflation > 0:
+                with timer.section("covariance"):
+                    if occ is None or (restarted is not None and restarted.any()):
+                        occ = self._occluders(img, K_t, T, meshes, mesh_idx)
+                    covariances = self._covariances(img, K_t, T, class_ids, corners, occ)
         total_ms = 1e3 * (time.perf_counter() - t_start)
         timing = {k: v / B for k, v in timer.ms.items()}
         timing["total"] = total_ms / B
@@ -316,6 +322,7 @@ class Refiner(RegionSteps):
             timing,
             region_scores,
             restarted,
+            covariances,
         )
 
     def _loop(self, img, depth, K, T, meshes, mesh_idx, corners, diam, timer,
@@ -433,7 +440,7 @@ class Refiner(RegionSteps):
         return T, torch.stack(iterates, 1), score, n_iter, region_scores
 
     def _results(self, class_ids, T0, T, iterates, score, n_iter, K, hw, diam, mode, timing,
-                 region_scores=None, restarted=None):
+                 region_scores=None, restarted=None, covariances=None):
         cfg = self.cfg
         if region_scores is not None:
             trusted_np = trusted(self.cfg, region_scores).cpu().numpy()
@@ -449,9 +456,10 @@ class Refiner(RegionSteps):
         for i, cid in enumerate(class_ids):
             reasons = []
             Tn, Ti = T_np[i], T0[i]
+            cov = None if covariances is None else covariances[i]
             if not np.all(np.isfinite(Tn)):
                 reasons.append("non-finite pose")
-                Tn = Ti.copy()
+                Tn, cov = Ti.copy(), None
             if score_np[i] < cfg.min_score:
                 reasons.append(f"score {score_np[i]:.2f} < min_score {cfg.min_score:.2f}")
             z = Tn[2, 3]
@@ -476,7 +484,7 @@ class Refiner(RegionSteps):
                 if spread is not None:
                     why += f", consensus spread {spread[i]:.2f}"
                 reasons.append(f"refinement not trusted ({why}); kept the coarse pose")
-                Tn, kept_coarse = Ti.copy(), True
+                Tn, kept_coarse, cov = Ti.copy(), True, None
                 score_np[i] = r_init[i]  # the score of the pose returned
             out.append(
                 RefineResult(
@@ -493,6 +501,7 @@ class Refiner(RegionSteps):
                     kept_coarse=kept_coarse,
                     score_coarse=None if region_scores is None else float(r_init[i]),
                     restarted=bool(restarted is not None and restarted[i] and not kept_coarse),
+                    covariance=cov,
                 )
             )
         return out

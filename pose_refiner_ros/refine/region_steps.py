@@ -51,7 +51,8 @@ class RegionSteps:
     def _sparse(self, img, K, T, class_ids, mesh_idx, corners, schedule, lm=1, occ=None,
                 with_score=False):
         """Region-only refinement from the sparse viewpoint models, lines scaled like the
-        zoom-in crops (``px_scale`` from the crop at ``T``), ``lm`` LM iterations per
+        zoom-in crops (``px_scale`` from the crop at ``T``, at most
+        ``region_max_px_scale``), ``lm`` LM iterations per
         measurement; ``occ``: the occluder map (:meth:`_occluders`). One object at a time
         in NumPy (``track.measure.region_solve``, the tracker's measurement): at a few
         thousand samples per object, torch's per-operation overhead cost three times the
@@ -60,16 +61,7 @@ class RegionSteps:
         from ..track.measure import region_solve
 
         cfg = self.cfg
-        crop = compute_crops(K, T, corners, cfg.crop_size, cfg.crop_margin)
-        px_scale = ((crop.box_xyxy[:, 2] - crop.box_xyxy[:, 0]) / cfg.crop_size).tolist()
-        # The polish and the consensus check read the same image: converted once.
-        if self._np_image is None or self._np_image[0] is not img:
-            self._np_image = (img, np.ascontiguousarray(
-                img[0].permute(1, 2, 0).detach().cpu().numpy(), np.float32))
-        rgb = self._np_image[1]
-        Kn = K.detach().double().cpu().numpy()
-        Tn = T.detach().double().cpu().numpy()
-        occ_n = None if occ is None else occ[:, 0].detach().float().cpu().numpy()
+        px_scale, rgb, Kn, Tn, occ_n = self._numpy_inputs(img, K, T, corners, occ)
         out = np.empty_like(Tn)
         scores = np.zeros(len(class_ids))
         for b, c in enumerate(class_ids):
@@ -79,6 +71,46 @@ class RegionSteps:
                                      None if occ_n is None else np.ascontiguousarray(occ_n[b]))
         out = torch.as_tensor(out, dtype=T.dtype, device=T.device)
         return (out, torch.as_tensor(scores, dtype=T.dtype, device=T.device)) if with_score else out
+
+    def _px_scales(self, K, T, corners) -> list:
+        """Per object, image pixels per scaled ("crop") pixel of the render-free steps:
+        the zoom-in window's side at ``T`` over ``crop_size``, at most
+        ``region_max_px_scale``."""
+        cfg = self.cfg
+        crop = compute_crops(K, T, corners, cfg.crop_size, cfg.crop_margin)
+        px_scale = (crop.box_xyxy[:, 2] - crop.box_xyxy[:, 0]) / cfg.crop_size
+        if cfg.region_max_px_scale > 0:  # never coarser than the image (RefinerConfig)
+            px_scale = px_scale.clamp_max(cfg.region_max_px_scale)
+        return px_scale.tolist()
+
+    def _numpy_image(self, img) -> np.ndarray:
+        """(H, W, 3) float32 copy of the (1, 3, H, W) image tensor, converted once per
+        image: the polish, the consensus check and the covariance read the same one."""
+        if self._np_image is None or self._np_image[0] is not img:
+            self._np_image = (img, np.ascontiguousarray(
+                img[0].permute(1, 2, 0).detach().cpu().numpy(), np.float32))
+        return self._np_image[1]
+
+    def _numpy_inputs(self, img, K, T, corners, occ):
+        """What the NumPy steps read: ``(px_scale list, image (H, W, 3), K (B, 3, 3),
+        T (B, 4, 4) float64, occluder maps (B, H, W) float32 or None)``."""
+        occ_n = None if occ is None else occ[:, 0].detach().float().cpu().numpy()
+        return (self._px_scales(K, T, corners), self._numpy_image(img),
+                K.detach().double().cpu().numpy(), T.detach().double().cpu().numpy(), occ_n)
+
+    def _covariances(self, img, K, T, class_ids, corners, occ=None) -> list:
+        """Per object, the (6, 6) covariance of its pose ``T`` (B, 4, 4) from its contour
+        lines at the polish's last line length (``track.covariance``: ROS's order,
+        camera frame), or None where too few lines are usable."""
+        from ..track.covariance import region_covariance
+
+        cfg = self.cfg
+        px_scale, rgb, Kn, Tn, occ_n = self._numpy_inputs(img, K, T, corners, occ)
+        half = cfg.region_polish[-1] if cfg.region_polish else cfg.region.half_len_px[-1]
+        return [region_covariance(rgb, Kn[b], Tn[b], self.view_arrays(c), px_scale[b],
+                                  cfg.region, half, cfg.covariance_inflation,
+                                  None if occ_n is None else np.ascontiguousarray(occ_n[b]))
+                for b, c in enumerate(class_ids)]
 
     def _region_measure(self, img, K, T, meshes, mesh_idx, idx, crop, img_crop, frags,
                         half_len_px, with_score, occ=None):

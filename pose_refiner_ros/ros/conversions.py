@@ -340,9 +340,13 @@ def make_detection(
     bbox_min_m: np.ndarray,
     bbox_max_m: np.ndarray,
     det_id: str = "",
+    covariance: np.ndarray | None = None,
 ):
     """One ``vision_msgs/Detection3D``: the refined pose as the hypothesis' pose and the
-    mesh's axis-aligned (object-frame) bounding box, placed at that pose, as ``bbox``."""
+    mesh's axis-aligned (object-frame) bounding box, placed at that pose, as ``bbox``.
+    ``covariance``: the pose's (6, 6) covariance in ROS's order (``RefineResult``), written
+    row-major into the hypothesis' ``PoseWithCovariance``; None leaves it all zeros (no
+    estimate)."""
     from geometry_msgs.msg import PoseWithCovariance, Vector3
     from vision_msgs.msg import (
         BoundingBox3D,
@@ -360,6 +364,8 @@ def make_detection(
         hypothesis=ObjectHypothesis(class_id=class_id, score=float(score)),
         pose=PoseWithCovariance(pose=matrix_to_pose(T)),
     )
+    if covariance is not None:
+        hyp.pose.covariance = [float(x) for x in np.asarray(covariance, np.float64).reshape(36)]
     return Detection3D(
         header=header,
         results=[hyp],

@@ -232,12 +232,14 @@ class FrameProcessing:
         objects = list(zip(class_ids, Ts, strict=True))
         results = self.refiner.refine(image, K, objects, depth_m=depth) if objects else []
         published, out = [], []  # out: (name, class_id, T, score) as published
+        covariances = {}  # name -> (6, 6) covariance of a refined pose published
         shown = []  # the debug image's objects
         for name, r in zip(names, results, strict=True):
             confident = (not r.diverged) and r.score >= p.confidence_threshold
             shown.append(debug_object(r, confident, p.low_confidence_action))
             if confident:
                 out.append((name, r.class_id, r.T_cam_obj, r.score))
+                covariances[name] = r.covariance
                 published.append(_Tracked(name, r.class_id, r.T_cam_obj, r.score))
                 continue
             why = (
@@ -257,26 +259,29 @@ class FrameProcessing:
                 published.append(_Tracked(name, r.class_id, r.T_cam_obj_init, r.score))
         update_track(published)
         self.stats.count("objects.refined", len(results))
-        self._finish_frame(header, out, results, t_recv, image, K, shown)
+        self._finish_frame(header, out, results, t_recv, image, K, shown, covariances)
 
-    def _finish_frame(self, header, out, results, t_recv, image, K, shown) -> None:
-        """Publish ``out`` (name, class_id, T, score), count it, time the frame, and draw
-        the debug image of ``shown`` (``render.overlay.OverlayObject``) while someone
-        subscribes."""
-        self._publish(header, out)
+    def _finish_frame(self, header, out, results, t_recv, image, K, shown,
+                      covariances=None) -> None:
+        """Publish ``out`` (name, class_id, T, score) with ``covariances`` (name -> (6, 6)
+        or None), count it, time the frame, and draw the debug image of ``shown``
+        (``render.overlay.OverlayObject``) while someone subscribes."""
+        self._publish(header, out, covariances)
         self.stats.count("objects.published", len(out))
         ms = results[0].timing_ms.get("total") if results else None
         self.stats.frame_done(1e3 * (time.monotonic() - t_recv), ms)
         if self.pub_debug.get_subscription_count() > 0:
             self._publish_debug(header, image, K, shown)
 
-    def _publish(self, header, out) -> None:
+    def _publish(self, header, out, covariances=None) -> None:
         p = self.params
         dets = []
         for name, cid, T, score in out:
             m = self.registry[cid]
+            cov = None if covariances is None else covariances.get(name)
             dets.append(
-                conv.make_detection(header, cid, T, score, m.bbox_min_m, m.bbox_max_m, name)
+                conv.make_detection(header, cid, T, score, m.bbox_min_m, m.bbox_max_m, name,
+                                    cov)
             )
         self.pub_dets.publish(conv.make_detection_array(header, dets))
         self.pub_poses.publish(conv.make_pose_array(header, [o[2] for o in out]))

@@ -55,12 +55,14 @@ def record_and_files(tmp_path_factory):
 def test_record_has_every_section(record_and_files):
     record, (json_path, _, _), _ = record_and_files
     assert json.loads(json_path.read_text()) == record  # plain JSON, no NaN
-    assert set(record) == {"meta", "machine", "benchmark", "methods", "calibration", "scaling",
-                           "acceptance"}
+    assert set(record) == {"meta", "machine", "benchmark", "methods", "calibration",
+                           "covariance_calibration", "scaling", "acceptance"}
     for key in ("date", "platform", "cpu_model", "logical_cpus", "torch", "torch_threads",
                 "device", "git_commit"):
         assert key in record["machine"]
     assert record["meta"]["model"]["sha256"]
+    for cc in record["covariance_calibration"].values():  # None: no refined pose with one
+        assert cc is None or (set(cc["axes"]) == {"x", "y", "z"} and cc["n"] >= 1)
     b = record["benchmark"]
     assert b["split"] == "bench" and b["n_samples"] == 2 and len(b["samples"]) == 2
 

@@ -156,3 +156,23 @@ def test_confidence_plot_calls_low_scores_withheld_and_draws_the_threshold(tmp_p
     assert right.yaxis.label.get_window_extent(r).x0 > left.get_tightbbox(r).x1
     for f in figures:
         real_close(f)
+
+
+def test_covariances_are_kept_and_checked_against_the_truth(tmp_path):
+    ev = Evaluation(tmp_path, "eval: x")
+    for i in range(4):
+        r = _scored(i, 0.8, 2.0)
+        r.T_refined = r.T_refined.copy()
+        r.T_refined[2, 3] += 0.01 * (i + 1)  # 1 to 4 cm along the ray
+        r.covariance = np.diag([1e-6, 1e-6, 0.025**2, 1e-4, 1e-4, 1e-4])
+        ev.add(r)
+    ev.add(_scored(4, 0.8, 2.0))  # no covariance: left out
+    summary = ev.write(_meta(), plots=False)
+    z = summary["covariance_calibration"]["axes"]["z"]
+    assert summary["covariance_calibration"]["n"] == 4
+    assert (z["within_1sigma"], z["within_2sigma"]) == (0.5, 1.0)  # 1, 2 | 3, 4 cm vs 2.5
+    md = (tmp_path / "report.md").read_text()
+    assert "Pose covariance against the truth (4 refined poses)" in md
+    objs = json.loads((tmp_path / "report.json").read_text())["objects"]
+    assert np.allclose(objs[0]["covariance"], np.diag([1e-6, 1e-6, 0.025**2, 1e-4, 1e-4, 1e-4]))
+    assert objs[4]["covariance"] is None

@@ -78,6 +78,7 @@ def test_refine_writes_poses_and_an_overlay(files):
         np.testing.assert_allclose(T[:3, 3], o["position"])
         assert abs(np.linalg.norm(o["orientation_xyzw"]) - 1) < 1e-6
         assert 0 <= o["score"] <= 1 and o["mode"] == "rgb"
+        assert o["covariance"] is None  # flow: no contour lines, no estimate
     overlay = cv2.imread(str(tmp / "overlay.png"))
     image = cv2.imread(str(tmp / "rgb.png"))
     assert overlay.shape == image.shape
@@ -194,10 +195,15 @@ def test_the_readme_command_runs_as_written_on_the_shipped_sample(tmp_path, monk
         sym = registry[t["class_id"]].symmetries
         e_ref = rotation_error_deg(np.array(r["T_cam_obj"]), np.array(t["T_cam_obj"]), sym)
         e_init = rotation_error_deg(np.array(i["T_cam_obj"]), np.array(t["T_cam_obj"]), sym)
-        if r["kept_coarse"]:  # not trusted: the coarse pose comes back, flagged
+        if r["kept_coarse"]:  # not trusted: the coarse pose comes back, flagged, with
+            # no covariance of ours (the coarse pose's uncertainty is its detector's)
             assert r["diverged"] and np.allclose(r["T_cam_obj"], i["T_cam_obj"], atol=1e-6)
+            assert r["covariance"] is None
         else:
             assert e_ref < min(5.0, e_init), (r["class_id"], e_init, e_ref)
+            # RGB: a covariance from the outline, the distance its least certain coordinate
+            sd = np.sqrt(np.diag(np.array(r["covariance"])))
+            assert sd[2] > max(sd[0], sd[1]) > 0
     assert cv2.imread(argv[argv.index("--overlay") + 1]).shape == (240, 320, 3)
 
 

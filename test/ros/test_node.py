@@ -167,6 +167,14 @@ def test_every_output_carries_every_object_of_a_frame(session):
 
             T = nh.pose_of(NS(position=tr, orientation=q))
             np.testing.assert_allclose(T, by_id[t.child_frame_id], atol=1e-9)
+        # the pose covariance (RGB, from the region modality's lines): symmetric, positive
+        # definite, the distance along the ray the least certain position coordinate
+        if MODE == "learned":
+            for d in det.detections:
+                C = np.array(d.results[0].pose.covariance).reshape(6, 6)
+                np.testing.assert_allclose(C, C.T, atol=1e-12)
+                assert np.all(np.linalg.eigvalsh(C) > 0), C
+                assert C[2, 2] > max(C[0, 0], C[1, 1]), np.diag(C)
         # the bounding box is the mesh's, at the refined pose
         for d in det.detections:
             m = registry[d.results[0].hypothesis.class_id]

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from pose_refiner_ros.data.perturb import perturb_pose
 from pose_refiner_ros.data.procedural import procedural_models
 from pose_refiner_ros.data.sequences import MotionConfig, generate_sequence
 from pose_refiner_ros.refine.region import RegionConfig
@@ -32,20 +31,6 @@ from pose_refiner_ros.track.solve import LineResiduals, PlaneResiduals, PointRes
 
 SCALE = 1.7  # image pixels per scaled pixel
 CFG = RegionConfig()
-
-
-@pytest.fixture(scope="module")
-def scene():
-    models = procedural_models("bench", 4, seed=0)
-    cfg = MotionConfig(n_frames=2, objects=1, occluder=False, width=200, height=160)
-    frame = next(iter(generate_sequence(models, np.random.default_rng(3), cfg)))
-    cid, T_gt, _ = frame.objects[0]
-    model = next(m for m in models if m.class_id == cid)
-    vm = build_viewpoint_model(make_renderer("torch"), RenderMesh.from_object(model),
-                               model.diameter_m, points=120, subdivisions=2, size_px=128)
-    T = perturb_pose(T_gt[None], np.random.default_rng(5), sigma_r_deg=6.0,
-                     sigma_t_m=(0.005, 0.005, 0.01))[0]
-    return vm, frame.image_rgb, frame.depth_m, frame.K, T
 
 
 def _torch(x):
