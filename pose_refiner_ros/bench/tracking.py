@@ -61,9 +61,12 @@ def run_tracking_bench(refiner, n_sequences: int = 4, n_frames: int = 300, seed:
             instead of as many as they took on this machine: comparisons between
             variants that do not depend on how busy the machine was.
     """
+    from types import SimpleNamespace
+
     from ..data.perturb import perturb_pose
     from ..data.procedural import procedural_models
     from ..data.sequences import MotionConfig, generate_sequence
+    from ..evaluation.covariance_check import covariance_calibration
     from ..track.tracker import Tracker, TrackerConfig
 
     motion = replace(motion or MotionConfig(), n_frames=n_frames)
@@ -71,7 +74,7 @@ def run_tracking_bench(refiner, n_sequences: int = 4, n_frames: int = 300, seed:
     models = procedural_models("bench", n_models, seed=seed)
     by_id = {m.class_id: m for m in models}
     per = {m: {"ok": [], "add_d": [], "ms": [], "rereg": 0, "rereg_ms": [], "lost": 0,
-               "per_sequence": []} for m in modalities}
+               "per_sequence": [], "cov": []} for m in modalities}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -133,6 +136,10 @@ def run_tracking_bench(refiner, n_sequences: int = 4, n_frames: int = 300, seed:
                             else max(1, int(np.ceil(ms * motion.rate_hz / 1e3))))
                     pending = (i + late, T.copy(),
                                None if rr.diverged else rr.T_cam_obj)
+                if not r.lost and r.covariance is not None:  # the tracked pose's own
+                    rec["cov"].append(SimpleNamespace(covariance=r.covariance,
+                                                      T_refined=r.T_cam_obj, T_gt=T_gt,
+                                                      kept_coarse=False))
                 ok, add_d = _add_ok(m, T, T_gt, f.K, f.image_rgb.shape[1::-1])
                 rec["ok"].append(ok)
                 rec["add_d"].append(add_d)
@@ -173,6 +180,8 @@ def run_tracking_bench(refiner, n_sequences: int = 4, n_frames: int = 300, seed:
             "reregistration_ms_median": (float(np.median(rec["rereg_ms"]))
                                          if rec["rereg_ms"] else None),
             "frames_lost": rec["lost"],
+            # the tracked poses' covariances against the truth (RGB; None with depth)
+            "covariance_calibration": covariance_calibration(rec["cov"]),
             "per_sequence": rec["per_sequence"],
             "add_0.1d_per_frame": [bool(x) for x in rec["ok"]],
         }
@@ -200,4 +209,12 @@ def tracking_markdown(section: dict) -> str:
                      f"{r['median_add_over_d']:.3f} | {r['ms_per_object_median']:.1f} | "
                      f"{r['ms_per_object_p95']:.1f} | {r['reregistrations']} | "
                      f"{r['frames_lost']} |")
+    for mod in ("rgb", "rgbd"):
+        cc = (section.get(mod) or {}).get("covariance_calibration")
+        if not cc:
+            continue
+        lines += ["", f"Pose covariance of the tracked poses ({mod}, {cc['n']} frames): "
+                  "position errors within 1 / 2 claimed standard deviations: " + ", ".join(
+                      f"{ax} {100 * a['within_1sigma']:.0f} / {100 * a['within_2sigma']:.0f}%"
+                      for ax, a in cc["axes"].items()) + "."]
     return "\n".join(lines) + "\n"

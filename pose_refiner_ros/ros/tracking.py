@@ -225,9 +225,10 @@ class TrackingMixin:
                 (track.objects[k].name, results[k].class_id, results[k].T_cam_obj.copy(),
                  results[k].lost) for k in drifting])
         out, keep, published, lost = [], [], [], []
+        covariances = {}  # name -> (6, 6) covariance of the pose published, or None
         shown = []  # the debug image's objects
         for k, (o, r) in enumerate(zip(track.objects, results, strict=True)):
-            T, score = r.T_cam_obj, r.quality
+            T, score, cov = r.T_cam_obj, r.quality, r.covariance
             if r.lost and k not in refined:  # re-registered in the background
                 shown.append(tracked_object(o.class_id, o.T_cam_obj, T, score, lost=True))
                 if o.name in failed:
@@ -241,7 +242,7 @@ class TrackingMixin:
             if k in refined:
                 rr = refined[k]
                 if not rr.diverged and rr.score >= p.confidence_threshold:
-                    T, score = rr.T_cam_obj, rr.score
+                    T, score, cov = rr.T_cam_obj, rr.score, rr.covariance
                     tracker.set_pose(k, T)
                     if r.lost:
                         self.stats.count("tracks.reregistered")
@@ -253,6 +254,7 @@ class TrackingMixin:
             shown.append(tracked_object(o.class_id, o.T_cam_obj, T, score, lost=False))
             keep.append(k)
             out.append((o.name, o.class_id, T, score))
+            covariances[o.name] = cov
             published.append(Tracked(o.name, o.class_id, T, score))
         if lost:
             self.stats.count("tracks.lost", len(lost))
@@ -269,4 +271,4 @@ class TrackingMixin:
             self._track = (replace(track, stamp_ns=stamp, objects=tuple(published))
                            if published else None)
         self.stats.count("objects.tracked", len(results))
-        self._finish_frame(header, out, results, t_recv, image, K, shown)
+        self._finish_frame(header, out, results, t_recv, image, K, shown, covariances)

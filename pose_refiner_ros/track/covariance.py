@@ -28,10 +28,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..refine.region import RegionConfig
-from .measure import ViewArrays, measure_lines, project_contour
+from .measure import Contour, Lines, ViewArrays, measure_lines, project_contour
 from .solve import LineResiduals
 
-__all__ = ["twist_to_pose_covariance", "region_covariance"]
+__all__ = ["twist_to_pose_covariance", "region_covariance", "covariance_from_lines"]
 
 #: fewer usable lines than this give no covariance (6 unknowns, and a margin)
 MIN_LINES = 24
@@ -71,17 +71,31 @@ def region_covariance(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArr
         return None
     lines = measure_lines(img, c, px_scale, cfg, half_len_px,
                           occluder_inv_depth=occluder_inv_depth)
+    return covariance_from_lines(c, lines, K_s, T, cfg.min_std_px, inflation)
+
+
+def covariance_from_lines(contour: Contour, lines: Lines, K_s: np.ndarray, T: np.ndarray,
+                          min_std_px: float, inflation: float):
+    """The covariance (module docstring) of the pose ``T`` (4, 4) from lines already
+    measured along ``contour`` (scaled image ``K_s``), e.g. the tracker's last
+    measurement of a frame; None as :func:`region_covariance`.
+
+    Args:
+        min_std_px: floor of the lines' scatter, scaled pixels (``RegionConfig``'s).
+        inflation: factor on the standard deviations.
+    """
     seen = lines.seen.astype(np.float64)
     n = int(seen.sum())
     if n < MIN_LINES:
         return None
     # The lines' scatter about the outline, floored at the posterior's own floor: a
     # perfectly fitting outline still has a measurement noise.
-    s2 = max(float((seen * lines.mean_px**2).sum()) / n, cfg.min_std_px**2)
-    term = LineResiduals(c.pts_obj, c.uv + lines.mean_px[:, None] * c.normal, c.normal,
-                         seen, K_s, huber=1e12, min_depth_m=1e-3)
-    H = term.normal_equations(np.asarray(T, np.float64))[0]
+    s2 = max(float((seen * lines.mean_px**2).sum()) / n, min_std_px**2)
+    term = LineResiduals(contour.pts_obj, contour.uv + lines.mean_px[:, None] * contour.normal,
+                         contour.normal, seen, K_s, huber=1e12, min_depth_m=1e-3)
+    T = np.asarray(T, np.float64)
+    H = term.normal_equations(T)[0]
     if not np.all(np.isfinite(H)) or np.linalg.cond(H) > 1e12:
         return None
     cov_xi = inflation**2 * s2 * np.linalg.inv(H)
-    return twist_to_pose_covariance(cov_xi, np.asarray(T, np.float64)[:3, 3])
+    return twist_to_pose_covariance(cov_xi, T[:3, 3])

@@ -45,6 +45,7 @@ import numpy as np
 from ..config_dict import dataclass_from_dict
 from ..refine.region import RegionConfig
 from ..solver.gauss_newton import SolverConfig
+from .covariance import covariance_from_lines
 from .measure import ViewArrays, match_depth, measure_lines, project_contour
 from .solve import LineResiduals, PlaneResiduals, PointResiduals, lm_steps
 from .texture import TextureConfig, follow_surface
@@ -73,6 +74,10 @@ class TrackerConfig:
         depth_weight: weight of the depth residuals relative to a contour residual (RGB-D).
         depth_gate_m: depth matches further than this from the prediction are dropped.
         crop_size, crop_margin: the scale lengths are measured in (as the refiner's).
+        covariance_inflation: without depth, each tracked pose gets a covariance
+            (``TrackResult.covariance``, ``track.covariance``) from the frame's last
+            line measurement, with this factor on its standard deviations (the
+            refiner's, calibrated on real images); 0: none.
         region: the region modality's settings.
         texture: the texture modality's (``track.texture``; RGB and RGB-D).
         solver: ``max_step_rad`` and ``min_depth_m`` are used.
@@ -87,6 +92,7 @@ class TrackerConfig:
     depth_gate_m: float = 0.03
     crop_size: int = 128
     crop_margin: float = 1.4
+    covariance_inflation: float = 7.0
     region: RegionConfig = RegionConfig()
     texture: TextureConfig = TextureConfig()
     solver: SolverConfig = SolverConfig()
@@ -102,6 +108,9 @@ class TrackerConfig:
             raise ValueError(f"tracker.hist_rate: expected in (0, 1], got {self.hist_rate}")
         if not 0 <= self.lost_below <= 1:
             raise ValueError(f"tracker.lost_below: expected in [0, 1], got {self.lost_below}")
+        if self.covariance_inflation < 0:
+            raise ValueError("tracker.covariance_inflation: expected >= 0 (0: off), got "
+                             f"{self.covariance_inflation}")
         if not self.lost_below <= self.reregister_below <= 1:
             raise ValueError("tracker.reregister_below: expected in [lost_below, 1], got "
                              f"{self.reregister_below} (lost_below {self.lost_below})")
@@ -126,6 +135,9 @@ class TrackResult:
         reregister: lost, or (without depth) ``quality < reregister_below``: a full
             refinement should check the pose.
         timing_ms: ``total`` per object (the frame's time divided among its objects).
+        covariance: (6, 6) covariance of ``T_cam_obj`` in ROS's order (as
+            ``RefineResult.covariance``), from the frame's last line measurement; None
+            with depth (the depth residuals are not in it) or too few usable lines.
     """
 
     class_id: str
@@ -134,6 +146,7 @@ class TrackResult:
     lost: bool
     reregister: bool = False
     timing_ms: dict = field(default_factory=dict)
+    covariance: np.ndarray | None = None
 
 
 class Tracker:
@@ -288,24 +301,26 @@ class Tracker:
                 p, uv = follow_surface(self._model(c), self.T[k], K, self._grey_prev, grey,
                                        cfg.texture)
                 followed = (p, (uv - [x0, y0]) / scales[k])
-            T, q, hist = self._track_one(c, self.T[k], self._hist[k], img, K_roi, scales[k],
-                                         depth, followed)
+            T, q, hist, cov = self._track_one(c, self.T[k], self._hist[k], img, K_roi,
+                                              scales[k], depth, followed)
             self.T[k], self._hist[k] = T, hist
-            results.append((c, T.copy(), q))
+            results.append((c, T.copy(), q, cov))
         self._grey_prev = grey
         ms = 1e3 * (time.perf_counter() - t0) / len(self.class_ids)
         out = []
-        for c, T, q in results:
+        for c, T, q, cov in results:
             lost = bool(q < cfg.lost_below) or not np.all(np.isfinite(T))
             drifting = depth_m is None and q < cfg.reregister_below
-            out.append(TrackResult(c, T, q, lost, lost or bool(drifting), {"total": ms}))
+            out.append(TrackResult(c, T, q, lost, lost or bool(drifting), {"total": ms},
+                                   None if lost else cov))
         return out
 
     def _track_one(self, class_id, T, hist, img, K, px_scale, depth, followed=None):
-        """One object's measurements and steps; returns ``(T, quality, hist)``, ``hist``
-        being this frame's colours at the frame's starting pose (the colour model
-        follows the object). ``followed``: the texture modality's ``(pts_obj (n, 3),
-        uv (n, 2))``, scaled pixels of the region ``img``, or None."""
+        """One object's measurements and steps; returns ``(T, quality, hist, covariance)``,
+        ``hist`` being this frame's colours at the frame's starting pose (the colour model
+        follows the object), ``covariance`` the pose's (RGB only) or None. ``followed``:
+        the texture modality's ``(pts_obj (n, 3), uv (n, 2))``, scaled pixels of the
+        region ``img``, or None."""
         cfg, rc = self.cfg, self.cfg.region
         va = self._model(class_id)
         K_s = K.copy()
@@ -334,4 +349,9 @@ class Tracker:
                                             K_s, cfg.texture.huber_px, cfg.solver.min_depth_m))
             T = lm_steps(T, terms, cfg.lm_iterations, max_step_rad=cfg.solver.max_step_rad)
             quality = lines.score
-        return T, quality, new_hist
+        cov = None
+        if depth is None and cfg.covariance_inflation > 0 and np.all(np.isfinite(T)):
+            # The last measurement's lines, at the pose they moved it to: no extra reads.
+            cov = covariance_from_lines(contour, lines, K_s, T, rc.min_std_px,
+                                        cfg.covariance_inflation)
+        return T, quality, new_hist, cov

@@ -302,6 +302,9 @@ def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
             det = peer.wait_for("detections", stamp)[-1]
             assert len(det.detections) == 1
             T = nh.pose_of(det.detections[0].results[0].pose.pose)
+            # tracked in RGB: a covariance from the frame's lines, depth least certain
+            C = np.array(det.detections[0].results[0].pose.covariance).reshape(6, 6)
+            assert np.all(np.linalg.eigvalsh(C) > 0) and C[2, 2] > max(C[0, 0], C[1, 1])
             e = M.evaluate_pose(T, f.objects[0][1], pts_obj=m.points_m, K=f.K,
                                 image_size=(640, 480), diameter_m=m.diameter_m,
                                 symmetries=m.symmetries)

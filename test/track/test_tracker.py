@@ -72,6 +72,11 @@ def test_tracker_follows_the_object(models, frames, with_depth):
                             image_size=(320, 240), diameter_m=m.diameter_m)
         ok.append(e.add_m < 0.1 * m.diameter_m)
         assert not r.lost and r.quality > 0.3 and r.timing_ms["total"] > 0
+        if with_depth:  # the depth residuals are not in the lines' covariance
+            assert r.covariance is None
+        else:  # RGB: the distance along the ray is the least certain coordinate
+            sd = np.sqrt(np.diag(r.covariance))
+            assert np.all(np.linalg.eigvalsh(r.covariance) > 0) and sd[2] > max(sd[:2])
     assert np.mean(ok) >= (0.9 if with_depth else 0.7)
 
 
@@ -83,6 +88,7 @@ def test_an_object_that_left_the_image_is_lost(models, frames):
     blank = np.full_like(frames[1].image_rgb, 128)
     (r,) = tr.step(blank, frames[1].K)
     assert r.lost and r.quality < TrackerConfig().lost_below
+    assert r.covariance is None  # a lost pose claims no precision
 
 
 def test_a_drifting_object_asks_for_re_registration(models, frames):
