@@ -54,8 +54,8 @@ import numpy as np
 from . import bag_io as B
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
 from .published import publish_decision
-from .report import format_summary
 from .report_header import settings
+from .report_text import format_summary
 
 #: Partial files that earlier versions of eval-bag, killed hard, left in ``--out``.
 STALE_PARTIALS = (".*_refined.partial", ".objects.*.jsonl.partial", ".report.*.partial")

@@ -41,8 +41,8 @@ import time
 import numpy as np
 
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
-from .report import format_summary
 from .report_header import settings
+from .report_text import format_summary
 
 __all__ = ["BopEstimate", "read_bop_results", "write_bop_results", "evaluate_dataset",
            "add_subcommand"]

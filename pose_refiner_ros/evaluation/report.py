@@ -13,7 +13,9 @@ only the numbers the summary needs stay in memory (a few dozen floats per object
 - ``plots/errors.png`` (error distributions before and after), ``plots/iterations.png``
   (error per iteration), ``plots/confidence.png`` (confidence against error).
 
-Every file is written under a temporary name and renamed when complete.
+Every file is written under a temporary name and renamed when complete. The plots are
+drawn by ``evaluation.report_plots``, the Markdown and the terminal lines written by
+``evaluation.report_text``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ import numpy as np
 
 from . import metrics as M
 from .covariance_check import covariance_calibration
-from .published import as_published, published_lines
-from .report_header import header_lines, source_text
+from .published import as_published
+from .report_plots import write_plots
+from .report_text import report_markdown
 
-__all__ = ["ObjectResult", "Evaluation", "evaluate_object", "match_ground_truth",
-           "format_summary"]
+__all__ = ["ObjectResult", "Evaluation", "evaluate_object", "match_ground_truth"]
 
 
 @dataclass
@@ -323,6 +325,11 @@ class Evaluation:
             self._jsonl.close()
         self._jsonl_path.unlink(missing_ok=True)
 
+    def _plots(self) -> dict[str, str]:
+        """The PNGs of :func:`~.report_plots.write_plots` for what was collected."""
+        return write_plots(self.out_dir, self._init, self._ref, self._iters_R, self._iters_t,
+                           self._score_err, self.confidence_threshold)
+
     def write(self, meta: dict, elapsed_s: float | None = None, plots: bool = True) -> dict:
         """Write ``report.json``, ``report.md`` and the plots; returns the summary."""
         self._jsonl.close()
@@ -339,233 +346,14 @@ class Evaluation:
                         f.write(("  " if i == 0 else ",\n  ") + line.rstrip("\n"))
                 f.write("\n ]\n}\n")
             os.replace(tmp, self.out_dir / "report.json")
-            md = self._markdown(meta, summary, plot_files)
+            md = report_markdown(self.title, meta, summary, plot_files, self._first_stamp_ns,
+                                 self.confidence_threshold, self._jsonl_path, self.n_objects)
             tmp = self.out_dir / ".report.md.partial"
             tmp.write_text(md)
             os.replace(tmp, self.out_dir / "report.md")
         finally:
             self._jsonl_path.unlink(missing_ok=True)
         return summary
-
-    def _plots(self) -> dict[str, str]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import LogFormatter
-
-        def log_axis(axis):  # plain numbers (20, 30) rather than 2 x 10^1
-            axis.set_major_formatter(LogFormatter())
-            axis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.4)))
-
-        pdir = self.out_dir / "plots"
-        pdir.mkdir(exist_ok=True)
-        files: dict[str, str] = {}
-
-        def save(fig, name):
-            tmp = pdir / f".{name}.partial.png"
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
-            plt.close(fig)
-            os.replace(tmp, pdir / name)
-            files[name] = f"plots/{name}"
-
-        if self._ref:
-            cols = [("e_R_deg", "rotation error e_R (deg)", 1.0),
-                    ("t_err_m", "translation error (cm)", 100.0),
-                    ("add_or_adds_m", "ADD(-S) / diameter", None)]
-            fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-            for ax, (key, label, scale) in zip(axes, cols, strict=True):
-                for recs, name, style in ((self._init, "coarse", "--"),
-                                          (self._ref, "refined", "-")):
-                    v = np.array([getattr(r, key) for r in recs], dtype=np.float64)
-                    if scale is None:
-                        v = v / np.array([r.diameter_m for r in recs])
-                    else:
-                        v = v * scale
-                    v = np.sort(np.where(np.isfinite(v), v, np.inf))
-                    ax.step(v, np.arange(1, len(v) + 1) / len(v), style, where="post", label=name)
-                if key == "add_or_adds_m":
-                    ax.axvline(0.1, color="grey", lw=0.8, ls=":")
-                ax.set_xscale("log")
-                log_axis(ax.xaxis)
-                ax.set_xlabel(label)
-                ax.set_ylabel("share of objects below")
-                ax.grid(alpha=0.3)
-                ax.legend()
-            fig.suptitle("Error distributions before and after refinement (cumulative)")
-            save(fig, "errors.png")
-
-        if self._iters_R:
-            n = max(len(x) for x in self._iters_R)
-
-            def padded(rows):
-                return np.array([r + [r[-1]] * (n - len(r)) for r in rows], dtype=np.float64)
-
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-            for ax, rows, label, scale in (
-                    (axes[0], self._iters_R, "e_R (deg)", 1.0),
-                    (axes[1], self._iters_t, "translation error (cm)", 100.0)):
-                a = padded(rows) * scale
-                x = np.arange(n)
-                ax.plot(x, np.nanmedian(a, 0), "o-", label="median")
-                ax.fill_between(x, np.nanpercentile(a, 25, 0), np.nanpercentile(a, 75, 0),
-                                alpha=0.25, label="25-75 %")
-                ax.set_xlabel("iteration (0 = coarse pose)")
-                ax.set_ylabel(label)
-                ax.set_yscale("log")
-                log_axis(ax.yaxis)
-                ax.grid(alpha=0.3, which="both")
-                ax.legend()
-            fig.suptitle("Error per iteration")
-            save(fig, "iterations.png")
-
-        if self._score_err:
-            a = np.array([x[:3] for x in self._score_err], dtype=np.float64)
-            div = np.array([x[3] for x in self._score_err])
-            # Constrained layout: the right panel's axis label overlapped the left panel.
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-            for ax, col, label in ((axes[0], 1, "refined e_R (deg)"),
-                                   (axes[1], 2, "refined ADD(-S) / diameter")):
-                y = np.clip(a[:, col], 1e-4, None)
-                t = self.confidence_threshold
-                ok = ~div & (a[:, 0] >= (t if t is not None else -np.inf))
-                ax.scatter(a[ok, 0], y[ok], s=10,
-                           label="published" if t is not None else "not flagged")
-                low = ~div & ~ok
-                if low.any():
-                    ax.scatter(a[low, 0], y[low], s=10, marker="^",
-                               label="below threshold: withheld")
-                if div.any():
-                    ax.scatter(a[div, 0], y[div], s=10, marker="x", label="diverged")
-                if t is not None:
-                    ax.axvline(t, color="crimson", lw=1, ls="--",
-                               label=f"confidence_threshold {t:g}")
-                ax.set_xlabel("confidence (score)")
-                ax.set_ylabel(label)
-                ax.set_yscale("log")
-                log_axis(ax.yaxis)
-                ax.grid(alpha=0.3)
-                ax.legend()
-            fig.suptitle("Confidence against error")
-            save(fig, "confidence.png")
-        return files
-
-    def _markdown(self, meta: dict, summary: dict, plots: dict[str, str]) -> str:
-        lines = header_lines(self.title, meta, self._first_stamp_ns)
-        lines += ["", "## Summary", "",
-                  f"- frames refined: {summary['frames']}",
-                  f"- objects refined: {summary['objects']} (with ground truth: "
-                  f"{summary['objects_with_ground_truth']}, flagged diverged: "
-                  f"{summary['diverged']})"]
-        for k, v in summary["counters"].items():
-            lines.append(f"- {k.replace('_', ' ')}: {v}")
-        t = summary["timing"]
-        if t.get("frames_per_s") is not None:
-            lines.append(f"- throughput: {t['frames_per_s']:.2f} frames/s "
-                         f"({t['elapsed_s']:.1f} s in all)")
-        m = summary.get("metrics")
-        if m:
-            lines += ["", "## Metrics (coarse vs refined)", "",
-                      "Definitions: `docs/protocol.md`, "
-                      "`pose_refiner_ros/evaluation/metrics.py`.",
-                      "", "| metric | coarse | refined |", "|---|---:|---:|"]
-            for k in m["refined"]:
-                if k == "n":
-                    continue
-                a, b = m["initial"][k], m["refined"][k]
-                lines.append(f"| {k} | {_fmt(a)} | {_fmt(b)} |")
-            lines += ["", f"Samples: {m['n']}. Worse after refinement than before "
-                      "(counts of samples whose error grew):", "",
-                      "| error | worse | better |", "|---|---:|---:|"]
-            for k in m["n_worse"]:
-                lines.append(f"| {k} | {m['n_worse'][k]} | {m['n_better'][k]} |")
-            lines += ["", "### Per class", "", *_per_class_lines(summary.get("per_class") or {})]
-        ap = summary.get("as_published")
-        if ap:
-            lines += ["", "## As published", "", "The metrics above are of every refined "
-                      "object; the node publishes only confident ones (not diverged, score at "
-                      "or above confidence_threshold).", ""]
-            lines += [f"- {ln.strip()}" for ln in published_lines(ap, self.confidence_threshold)]
-            if ap["metrics"]:
-                lines += ["", "| metric | coarse | as published |", "|---|---:|---:|"]
-                for k in ap["metrics"]["refined"]:
-                    if k != "n":
-                        lines.append(f"| {k} | {_fmt(ap['metrics']['initial'][k])} | "
-                                     f"{_fmt(ap['metrics']['refined'][k])} |")
-        if summary.get("calibration"):
-            lines += ["", "### Confidence calibration (refined poses by score quartile)", "",
-                      "| quartile | score range | n | median e_R (deg) | ADD(-S)@0.1d |",
-                      "|---:|---|---:|---:|---:|"]
-            for c in summary["calibration"]:
-                lines.append(f"| {c['quartile']} | {c['score_min']:.2f} to {c['score_max']:.2f} "
-                             f"| {c['n']} | {c['median_e_R_deg']:.1f} | "
-                             f"{100 * c['add01']:.1f}% |")
-        cc = summary.get("covariance_calibration")
-        if cc:
-            lines += ["", f"### Pose covariance against the truth ({cc['n']} refined poses)", "",
-                      "Position error along the camera axis in units of the refiner's claimed "
-                      "standard deviation (calibrated: 68% within 1 sigma, 95% within 2).", "",
-                      "| axis | within 1 sigma | within 2 sigma | median error (mm) | "
-                      "median sigma (mm) | rank correlation |", "|---|---:|---:|---:|---:|---:|"]
-            for name, a in cc["axes"].items():
-                rho = "-" if a["spearman"] is None else f"{a['spearman']:.2f}"
-                lines.append(f"| {name} | {100 * a['within_1sigma']:.0f}% | "
-                             f"{100 * a['within_2sigma']:.0f}% | "
-                             f"{1e3 * a['median_abs_error_m']:.1f} | "
-                             f"{1e3 * a['median_sigma_m']:.1f} | {rho} |")
-        lines += ["", "## Timing", "", "| stage | median | p95 |", "|---|---:|---:|"]
-        for k, v in t.items():
-            if isinstance(v, dict):
-                lines.append(f"| {k} | {_fmt(v['median'])} | {_fmt(v['p95'])} |")
-        titles = {"errors.png": "Error distributions", "iterations.png": "Error per iteration",
-                  "confidence.png": "Confidence against error"}
-        if plots:
-            lines += ["", "## Plots", ""]
-            for name, rel in plots.items():
-                lines += [f"### {titles.get(name, name)}", "", f"![{name}]({rel})", ""]
-        lines += ["", "## Per-object results", ""]
-        lines += ["| frame | source | class | score | diverged | e_R coarse | e_R refined | "
-                  "ADD(-S) coarse (mm) | ADD(-S) refined (mm) | ms |",
-                  "|---:|---|---|---:|---|---:|---:|---:|---:|---:|"]
-        limit = 200
-        with open(self._jsonl_path) as f:
-            for i, line in enumerate(f):
-                if i == limit:
-                    lines.append(f"\n(first {limit} of {self.n_objects}; every object is in "
-                                 "report.json)")
-                    break
-                r = json.loads(line)
-                src = source_text(r, self._first_stamp_ns)
-                mi, mr = r["metrics_init"], r["metrics_refined"]
-                lines.append(
-                    f"| {r['frame']} | {src} | {r['class_id']} | {r['score']:.2f} | "
-                    f"{'yes: ' + r['reason'] if r['diverged'] else 'no'} | "
-                    f"{_fmt(mi and mi['e_R_deg'])} | {_fmt(mr and mr['e_R_deg'])} | "
-                    f"{_fmt(mi and mi['add_or_adds_m'] and 1e3 * mi['add_or_adds_m'])} | "
-                    f"{_fmt(mr and mr['add_or_adds_m'] and 1e3 * mr['add_or_adds_m'])} | "
-                    f"{_fmt(r['timing_ms'].get('total'))} |")
-        return "\n".join(lines) + "\n"
-
-
-def _per_class_lines(per_class: dict) -> list[str]:
-    """A Markdown table of :meth:`Evaluation._per_class`."""
-    lines = ["| class | n | ADD(-S)@0.1d coarse | refined | median e_R coarse | refined "
-             "| made worse |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for cid, c in per_class.items():
-        lines.append(f"| {cid} | {c['n']} | {100 * c['add01_initial']:.1f}% | "
-                     f"{100 * c['add01_refined']:.1f}% | {c['median_e_R_initial']:.1f} | "
-                     f"{c['median_e_R_refined']:.1f} | {100 * c['worse_share']:.0f}% |")
-    return lines
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "inf"
-        return f"{v:.4g}"
-    return str(v)
 
 
 def json_ready(x):
@@ -586,27 +374,3 @@ def json_ready(x):
     if x is None or isinstance(x, str):
         return x
     return str(x)
-
-
-def format_summary(summary: dict, out_dir: Path) -> str:
-    """A few lines for the terminal: counts, throughput, the main metrics side by side."""
-    t = summary["timing"]
-    lines = [f"refined {summary['objects']} objects in {summary['frames']} frames"
-             + (f" at {t['frames_per_s']:.2f} frames/s" if t.get("frames_per_s") else "")]
-    m = summary.get("metrics")
-    if m:
-        a, b = m["initial"], m["refined"]
-        lines.append(f"{'metric (' + str(m['n']) + ' samples)':26s}{'coarse':>11s}{'refined':>11s}")
-        for k in b:
-            if k != "n":
-                lines.append(f"{k:26s}{_fmt(a[k]):>11s}{_fmt(b[k]):>11s}")
-        w = m["n_worse"]
-        lines.append(f"made worse by refinement: ADD(-S) {w['add_or_adds_m']} of {m['n']} "
-                     f"({100 * w['add_or_adds_m'] / max(m['n'], 1):.1f}%), "
-                     f"e_R {w['e_R_deg']} of {m['n']} "
-                     f"({100 * w['e_R_deg'] / max(m['n'], 1):.1f}%)")
-        if summary.get("per_class"):
-            lines += _per_class_lines(summary["per_class"])
-        lines += published_lines(summary.get("as_published"), summary.get("threshold"))
-    lines.append(f"report: {out_dir / 'report.md'}")
-    return "\n".join(lines)

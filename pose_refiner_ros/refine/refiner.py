@@ -45,7 +45,7 @@ from .polish import PassPoints, grid_normals_obj, plane_terms, polish_pose
 from .region import line_term
 from .region_steps import RegionSteps
 from .restarts import restart_rejected
-from .trust import consensus_spread, trusted
+from .trust import consensus_spread, verdicts
 
 __all__ = ["MODES", "RefinerConfig", "RefineResult", "Refiner", "resolve_device",
            "render_input", "as_image_tensor"]
@@ -308,7 +308,8 @@ class Refiner(RegionSteps):
         total_ms = 1e3 * (time.perf_counter() - t_start)
         timing = {k: v / B for k, v in timer.ms.items()}
         timing["total"] = total_ms / B
-        return self._results(
+        return verdicts(
+            self.cfg,
             class_ids,
             T0,
             T,
@@ -438,70 +439,3 @@ class Refiner(RegionSteps):
             region_scores = (region_init, region_final)
             score = region_final
         return T, torch.stack(iterates, 1), score, n_iter, region_scores
-
-    def _results(self, class_ids, T0, T, iterates, score, n_iter, K, hw, diam, mode, timing,
-                 region_scores=None, restarted=None, covariances=None):
-        cfg = self.cfg
-        if region_scores is not None:
-            trusted_np = trusted(self.cfg, region_scores).cpu().numpy()
-            r_init, r_final = (x.float().cpu().numpy() for x in region_scores[:2])
-            spread = (region_scores[2].float().cpu().numpy() if len(region_scores) > 2
-                      else None)
-        H, W = hw
-        T_np = T.double().cpu().numpy()
-        it_np = iterates.double().cpu().numpy()
-        score_np = score.float().cpu().numpy().clip(0, 1)
-        diam_np = diam.double().cpu().numpy()
-        out = []
-        for i, cid in enumerate(class_ids):
-            reasons = []
-            Tn, Ti = T_np[i], T0[i]
-            cov = None if covariances is None else covariances[i]
-            if not np.all(np.isfinite(Tn)):
-                reasons.append("non-finite pose")
-                Tn, cov = Ti.copy(), None
-            if score_np[i] < cfg.min_score:
-                reasons.append(f"score {score_np[i]:.2f} < min_score {cfg.min_score:.2f}")
-            z = Tn[2, 3]
-            if z <= 0:
-                reasons.append("object behind the camera")
-            else:
-                u, v = (K @ Tn[:3, 3])[:2] / z
-                if not (0 <= u < W and 0 <= v < H):
-                    reasons.append("object centre left the image")
-            cos = (np.trace(Ti[:3, :3].T @ Tn[:3, :3]) - 1) / 2
-            jump = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-            if jump > cfg.max_rotation_jump_deg:
-                reasons.append(f"rotation jumped {jump:.0f} deg")
-            dt = Tn[:3, 3] - Ti[:3, 3]
-            if np.linalg.norm(dt[:2]) > cfg.max_shift_diameters * diam_np[i] or abs(
-                dt[2]
-            ) > 0.5 * abs(Ti[2, 3]):
-                reasons.append("position jumped implausibly")
-            kept_coarse = False
-            if region_scores is not None and not trusted_np[i]:
-                why = f"region score {r_init[i]:.2f} -> {r_final[i]:.2f}"
-                if spread is not None:
-                    why += f", consensus spread {spread[i]:.2f}"
-                reasons.append(f"refinement not trusted ({why}); kept the coarse pose")
-                Tn, kept_coarse, cov = Ti.copy(), True, None
-                score_np[i] = r_init[i]  # the score of the pose returned
-            out.append(
-                RefineResult(
-                    class_id=cid,
-                    T_cam_obj=Tn,
-                    T_cam_obj_init=Ti,
-                    iterates=it_np[i],
-                    score=float(score_np[i]),
-                    diverged=bool(reasons),
-                    reason="; ".join(reasons),
-                    mode=mode,
-                    timing_ms=dict(timing),
-                    iterations=n_iter,
-                    kept_coarse=kept_coarse,
-                    score_coarse=None if region_scores is None else float(r_init[i]),
-                    restarted=bool(restarted is not None and restarted[i] and not kept_coarse),
-                    covariance=cov,
-                )
-            )
-        return out

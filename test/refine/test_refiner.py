@@ -165,9 +165,11 @@ def test_bad_inputs_raise_clear_errors(models, scene):
 
 
 def test_a_pose_sent_off_the_image_is_flagged_diverged(models, scene):
-    refiner = Refiner(ObjectRegistry(models), RefinerConfig(mode="flow", iterations=1))
+    from pose_refiner_ros.refine.trust import verdicts
+
     o = scene.objects[0]
-    results = refiner._results(
+    results = verdicts(
+        RefinerConfig(mode="flow", iterations=1),
         [o.class_id],
         o.T_cam_obj_init[None],
         torch.as_tensor(np.diag([1.0, 1, 1, 1]))[None],
