@@ -202,6 +202,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         bounds=(0.0, 1.0),
     ),
     ParamSpec(
+        "tracking_reregister_sigma",
+        0.15,
+        "RGB only: a tracked object whose pose covariance claims a distance standard "
+        "deviation above this many object sizes (its bounding box's diagonal) is "
+        "re-registered in the background too, whatever its tracking quality; 0: off",
+        bounds=(0.0, 10.0),
+    ),
+    ParamSpec(
         "tracking_refine_every",
         0,
         "a full refinement of the tracked objects runs every this many tracked frames "
@@ -258,6 +266,7 @@ class NodeParams:
     tracking: bool
     tracking_lost_below: float
     tracking_reregister_below: float
+    tracking_reregister_sigma: float
     tracking_refine_every: int
     tracking_max_age_s: float
     coarse_pose_class_id: str

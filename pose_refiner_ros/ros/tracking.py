@@ -48,11 +48,12 @@ class Tracked:
 
 
 def _thresholds(p) -> dict:
-    """The tracker's ``lost_below`` and ``reregister_below`` from the node's parameters
-    (these can change while the node runs; a re-registration threshold below the lost
-    one means only lost objects are re-registered)."""
+    """The tracker's ``lost_below``, ``reregister_below`` and ``reregister_sigma`` from the
+    node's parameters (these can change while the node runs; a re-registration threshold
+    below the lost one means only lost objects are re-registered)."""
     return {"lost_below": p.tracking_lost_below,
-            "reregister_below": max(p.tracking_lost_below, p.tracking_reregister_below)}
+            "reregister_below": max(p.tracking_lost_below, p.tracking_reregister_below),
+            "reregister_sigma": p.tracking_reregister_sigma}
 
 
 def reregistration_pause(state: tuple, skipped: bool, now: float) -> tuple[bool, tuple]:

@@ -103,6 +103,20 @@ def test_a_drifting_object_asks_for_re_registration(models, frames):
     assert r.lost and r.reregister
 
 
+def test_an_uncertain_distance_asks_for_re_registration(models, frames):
+    """With ``reregister_sigma``, an RGB pose whose covariance claims a distance deviation
+    above that share of the object's size asks for a re-registration, whatever its
+    quality; with depth it never does (the lines' covariance leaves the depth out)."""
+    cid, T0, _ = frames[0].objects[0]
+    for sigma, depth, asks in ((0.0, False, False), (1e-6, False, True), (1e-6, True, False),
+                               (10.0, False, False)):
+        tr = Tracker(_provider(models), TrackerConfig(reregister_below=0.3,
+                                                      reregister_sigma=sigma))
+        tr.reset([(cid, T0)])
+        (r,) = tr.step(frames[1].image_rgb, frames[1].K, frames[1].depth_m if depth else None)
+        assert not r.lost and r.reregister == asks, (sigma, depth, r.quality)
+
+
 def test_a_late_re_registration_keeps_the_motion_tracked_since(models):
     """``correct``: a refinement of an earlier frame lands; the pose becomes the refined
     pose moved as the track moved since (``T_now inv(T_then) T_registered``)."""
