@@ -35,3 +35,12 @@ def dataclass_from_dict(cls, d: dict, what: str, nested: tuple = (), lists_to_tu
     if lists_to_tuples:
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     return cls(**d)
+
+
+def check_off_or_positive(obj, *names: str, prefix: str = "") -> None:
+    """Raise ``ValueError`` naming the setting when any of ``names`` (attributes of the
+    settings dataclass ``obj``, where 0 turns a feature off) is negative."""
+    for name in names:
+        value = getattr(obj, name)
+        if value < 0:
+            raise ValueError(f"{prefix}{name}: expected >= 0 (0: off), got {value}")

@@ -227,7 +227,7 @@ class Evaluation:
         self._iters_R: list[list[float]] = []
         self._iters_t: list[list[float]] = []
         self.n_diverged = 0
-        self._cov_records: list[ObjectResult] = []  # refined, with covariance and truth
+        self._cov_records: list[ObjectResult] = []  # with truth and a covariance
 
     # -- collecting ----------------------------------------------------------------------
     def count(self, what: str, n: int = 1) -> None:
@@ -257,7 +257,7 @@ class Evaluation:
             m = r.metrics_refined
             self._score_err.append((float(r.score), m.e_R_deg, m.add_or_adds_m / m.diameter_m,
                                     bool(r.diverged)))
-            if r.covariance is not None and r.T_gt is not None and not r.kept_coarse:
+            if r.covariance is not None:  # checked by covariance_calibration
                 self._cov_records.append(r)
             if r.e_R_iter_deg:
                 self._iters_R.append(list(r.e_R_iter_deg))

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config_dict import dataclass_from_dict
+from ..config_dict import check_off_or_positive, dataclass_from_dict
 from ..solver.gauss_newton import SolverConfig
+from ..track.covariance import COVARIANCE_INFLATION
 from .polish import PolishConfig
 from .region import RegionConfig
 
@@ -92,10 +93,8 @@ class RefinerConfig:
             pose covariance (``RefineResult.covariance``) from its contour lines
             (``track.covariance``), their standard deviations multiplied by this factor:
             the lines' errors are correlated, so the independent-lines covariance is
-            too small. Calibrated on real images (lmo-dev, docs/benchmarks.md
-            "Pose covariance"): at 7 the distance errors fall within two standard
-            deviations for 95% of the refined poses and the sideways (x) ones within one
-            for 67%. 0: no covariance.
+            too small. The default is calibrated on real images
+            (``track.covariance.COVARIANCE_INFLATION``). 0: no covariance.
         crop_size: side of the square zoom-in crop, pixels (multiple of 8).
         crop_margin: crop side over the projected extent of the object's bounding box.
         gru_iters: recurrent steps per network pass (``None``: the checkpoint's).
@@ -137,7 +136,7 @@ class RefinerConfig:
     restart_deg: float = 20.0
     restart_max_spread: float = 0.03
     restart_keep: int = 7
-    covariance_inflation: float = 7.0
+    covariance_inflation: float = COVARIANCE_INFLATION
     crop_size: int = 128
     crop_margin: float = 1.4
     gru_iters: int | None = None
@@ -179,12 +178,7 @@ class RefinerConfig:
             raise ValueError(f"restart_deg: expected in (0, 90], got {self.restart_deg}")
         if self.consensus_starts and not self.consensus_schedule:
             raise ValueError("consensus_schedule: empty while consensus_starts > 0")
-        if self.covariance_inflation < 0:
-            raise ValueError("covariance_inflation: expected >= 0 (0: off), got "
-                             f"{self.covariance_inflation}")
-        if self.region_max_px_scale < 0:
-            raise ValueError("region_max_px_scale: expected >= 0 (0: off), got "
-                             f"{self.region_max_px_scale}")
+        check_off_or_positive(self, "covariance_inflation", "region_max_px_scale")
         if self.region_polish_lm < 1:
             raise ValueError(f"region_polish_lm: expected >= 1, got {self.region_polish_lm}")
 

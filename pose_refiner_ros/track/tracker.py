@@ -42,10 +42,10 @@ import time
 import cv2
 import numpy as np
 
-from ..config_dict import dataclass_from_dict
+from ..config_dict import check_off_or_positive, dataclass_from_dict
 from ..refine.region import RegionConfig
 from ..solver.gauss_newton import SolverConfig
-from .covariance import covariance_from_lines
+from .covariance import COVARIANCE_INFLATION, covariance_from_lines
 from .measure import ViewArrays, match_depth, measure_lines, project_contour
 from .solve import LineResiduals, PlaneResiduals, PointResiduals, lm_steps
 from .texture import TextureConfig, follow_surface
@@ -102,7 +102,7 @@ class TrackerConfig:
     depth_gate_m: float = 0.03
     crop_size: int = 128
     crop_margin: float = 1.4
-    covariance_inflation: float = 7.0
+    covariance_inflation: float = COVARIANCE_INFLATION
     region: RegionConfig = RegionConfig()
     texture: TextureConfig = TextureConfig()
     solver: SolverConfig = SolverConfig()
@@ -118,12 +118,8 @@ class TrackerConfig:
             raise ValueError(f"tracker.hist_rate: expected in (0, 1], got {self.hist_rate}")
         if not 0 <= self.lost_below <= 1:
             raise ValueError(f"tracker.lost_below: expected in [0, 1], got {self.lost_below}")
-        if self.covariance_inflation < 0:
-            raise ValueError("tracker.covariance_inflation: expected >= 0 (0: off), got "
-                             f"{self.covariance_inflation}")
-        if self.reregister_sigma < 0:
-            raise ValueError("tracker.reregister_sigma: expected >= 0 (0: off), got "
-                             f"{self.reregister_sigma}")
+        check_off_or_positive(self, "covariance_inflation", "reregister_sigma",
+                              prefix="tracker.")
         if not self.lost_below <= self.reregister_below <= 1:
             raise ValueError("tracker.reregister_below: expected in [lost_below, 1], got "
                              f"{self.reregister_below} (lost_below {self.lost_below})")
