@@ -69,6 +69,14 @@ class RefinerConfig:
             thread) against 0 (the crop's scale, as before): real images (lmo-dev)
             37.9 -> 38.1% ADD(-S)@0.1d, median e_R 10.7 -> 10.3 deg, made worse 13.4%
             both; synthetic RGB 60.0 -> 62.0%, 4.17 -> 4.01 deg. 0 turns it off.
+        region_stop_px: the render-free region steps (polish, consensus, restarts) end
+            their schedule's final run of equal line lengths at the first step that moves
+            no contour point by this many crop pixels (the measure's pixels): the steps
+            after it do not settle but wander (the colour model and the edge snap move
+            with the pose), and cost time. Started 3 deg and 1% of the distance from the
+            truth on real images (lmo-dev, 272 instances), the polish's median rotation
+            error went 5.45 -> 4.91 deg with 0.3 against 0 (every step), in 41% fewer
+            steps. 0 runs every step.
         consensus_starts: with the region modality, the refined pose is re-solved
             region-only from this many perturbed starts (``consensus_schedule``); when
             they end further than ``consensus_max_spread`` diameters from it (mean over
@@ -129,6 +137,7 @@ class RefinerConfig:
     region_polish: tuple = (24.0, 16.0, 16.0, 8.0, 8.0, 8.0) + (6.0,) * 18
     region_polish_lm: int = 2
     region_max_px_scale: float = 1.0
+    region_stop_px: float = 0.3
     consensus_starts: int = 3
     consensus_max_spread: float = 0.1
     consensus_schedule: tuple = (16.0, 8.0, 6.0, 6.0, 6.0, 6.0)
@@ -178,7 +187,8 @@ class RefinerConfig:
             raise ValueError(f"restart_deg: expected in (0, 90], got {self.restart_deg}")
         if self.consensus_starts and not self.consensus_schedule:
             raise ValueError("consensus_schedule: empty while consensus_starts > 0")
-        check_off_or_positive(self, "covariance_inflation", "region_max_px_scale")
+        check_off_or_positive(self, "covariance_inflation", "region_max_px_scale",
+                              "region_stop_px")
         if self.region_polish_lm < 1:
             raise ValueError(f"region_polish_lm: expected >= 1, got {self.region_polish_lm}")
 

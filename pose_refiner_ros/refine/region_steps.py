@@ -19,6 +19,7 @@ from .region import region_measure
 __all__ = ["RegionSteps"]
 
 
+
 class RegionSteps:
     """The silhouette steps of :class:`~pose_refiner_ros.refine.refiner.Refiner`."""
 
@@ -68,7 +69,8 @@ class RegionSteps:
             out[b], scores[b] = region_solve(rgb, Kn[b], Tn[b], self.view_arrays(c), px_scale[b],
                                      cfg.region, schedule, lm, cfg.solver.max_step_rad,
                                      cfg.solver.min_depth_m,
-                                     None if occ_n is None else np.ascontiguousarray(occ_n[b]))
+                                     None if occ_n is None else np.ascontiguousarray(occ_n[b]),
+                                     stop_px=cfg.region_stop_px)
         out = torch.as_tensor(out, dtype=T.dtype, device=T.device)
         return (out, torch.as_tensor(scores, dtype=T.dtype, device=T.device)) if with_score else out
 

@@ -200,13 +200,15 @@ _NO_HIST = np.zeros((0, 0))  # no earlier colours
 def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
                  px_scale: float, cfg: RegionConfig, schedule, lm_iterations: int = 1,
                  max_step_rad: float = 0.5, min_depth_m: float = 1e-3,
-                 occluder_inv_depth: np.ndarray | None = None):
+                 occluder_inv_depth: np.ndarray | None = None, stop_px: float = 0.0):
     """Coarse-to-fine region-only refinement of one object (as
     ``refine.sparse_region.sparse_region_solve``): ``(T (4, 4), score)``.
 
     A fresh colour model at every measurement; ``schedule``: the line half length of each
     measurement (scaled pixels, one scaled pixel = ``px_scale`` image pixels), each
-    followed by ``lm_iterations`` LM steps (``track.solve``).
+    followed by ``lm_iterations`` LM steps (``track.solve``). ``stop_px`` > 0: within the
+    schedule's final run of equal lengths, the first step that moves no contour point by
+    this many scaled pixels is the last.
     """
     from .solve import LineResiduals, lm_steps
 
@@ -214,7 +216,8 @@ def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
     K_s[:2] /= px_scale
     floor_min = cfg.min_std_px
     score = 0.0
-    for half in schedule:
+    schedule = tuple(schedule)
+    for i, half in enumerate(schedule):
         c = project_contour(va, T, K_s)
         lines = measure_lines(img, c, px_scale, cfg, half,
                               occluder_inv_depth=occluder_inv_depth)
@@ -223,9 +226,29 @@ def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
         term = LineResiduals(c.pts_obj, c.uv + lines.mean_px[:, None] * c.normal, c.normal,
                              w * max(cfg.weight, 1e-6), K_s, max(cfg.huber_px, floor),
                              min_depth_m)
+        T_prev = T
         T = lm_steps(T, [term], lm_iterations, max_step_rad=max_step_rad)
         score = lines.score
+        # In the schedule's last run of equal lengths, a step that moved no contour point
+        # by ``stop_px`` ends it: the rest would only wander (RefinerConfig.region_stop_px).
+        if (stop_px > 0 and all(h == half for h in schedule[i:])
+                and _moved_px(c.pts_obj, T_prev, T, K_s) < stop_px):
+            break
     return T, score
+
+
+def _moved_px(pts: np.ndarray, A: np.ndarray, B: np.ndarray, K: np.ndarray) -> float:
+    """Largest image motion (pixels of ``K``) of the points ``pts`` (N, 3), object
+    frame, from pose ``A`` to pose ``B``; inf when one is behind the camera."""
+    def uv(T):
+        p = pts @ T[:3, :3].T + T[:3, 3]
+        if np.any(p[:, 2] <= 1e-6):
+            return None
+        return p[:, :2] / p[:, 2:] * [K[0, 0], K[1, 1]]
+    a, b = uv(A), uv(B)
+    if a is None or b is None or not len(pts):
+        return float("inf")
+    return float(np.sqrt(((a - b) ** 2).sum(1).max()))
 
 
 def match_depth(va: ViewArrays, view: int, T: np.ndarray, depth: np.ndarray, K: np.ndarray,

@@ -204,3 +204,23 @@ def test_region_solve_matches_the_torch_solve(scene, with_occluder):
     assert np.abs(ours - T).max() > 1e-4
     dR = float(rotation_angle_deg(torch.as_tensor(ours[:3, :3]), torch.as_tensor(ref[:3, :3])))
     assert dR < 0.05 and np.abs(ours[:3, 3] - ref[:3, 3]).max() < 2e-4
+
+
+def test_region_solve_stops_only_within_the_final_run_of_equal_lengths(scene):
+    """``stop_px`` ends the schedule's last run of equal line lengths at the first step
+    that moved the contour less than it, and never cuts a coarser step short."""
+    from pose_refiner_ros.track.measure import region_solve
+
+    vm, img, _, K, T = scene
+    rgb = img.astype(np.float32) / 255.0
+    va = ViewArrays.from_model(vm)
+
+    def solve(sched, stop_px):
+        return region_solve(rgb, K, T, va, SCALE, CFG, sched, 1, stop_px=stop_px)[0]
+
+    full = (16.0, 8.0, 8.0, 6.0, 6.0, 6.0)
+    # Any step satisfies a huge threshold: the two 8s (not the final run) and one 6 run.
+    np.testing.assert_allclose(solve(full, 1e9), solve((16.0, 8.0, 8.0, 6.0), 0.0))
+    # A threshold no step satisfies, and 0 (off), run every step.
+    np.testing.assert_allclose(solve(full, 1e-12), solve(full, 0.0))
+    assert np.abs(solve(full, 0.0) - solve((16.0, 8.0, 8.0, 6.0), 0.0)).max() > 1e-7
