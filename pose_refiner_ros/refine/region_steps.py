@@ -19,7 +19,6 @@ from .region import region_measure
 __all__ = ["RegionSteps"]
 
 
-
 class RegionSteps:
     """The silhouette steps of :class:`~pose_refiner_ros.refine.refiner.Refiner`."""
 

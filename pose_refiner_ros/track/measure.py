@@ -217,6 +217,9 @@ def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
     floor_min = cfg.min_std_px
     score = 0.0
     schedule = tuple(schedule)
+    final_run = len(schedule) - 1  # index of the first of the final run of equal lengths
+    while final_run > 0 and schedule[final_run - 1] == schedule[-1]:
+        final_run -= 1
     for i, half in enumerate(schedule):
         c = project_contour(va, T, K_s)
         lines = measure_lines(img, c, px_scale, cfg, half,
@@ -231,8 +234,7 @@ def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
         score = lines.score
         # In the schedule's last run of equal lengths, a step that moved no contour point
         # by ``stop_px`` ends it: the rest would only wander (RefinerConfig.region_stop_px).
-        if (stop_px > 0 and all(h == half for h in schedule[i:])
-                and _moved_px(c.pts_obj, T_prev, T, K_s) < stop_px):
+        if stop_px > 0 and i >= final_run and _moved_px(c.pts_obj, T_prev, T, K_s) < stop_px:
             break
     return T, score
 
@@ -240,15 +242,13 @@ def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
 def _moved_px(pts: np.ndarray, A: np.ndarray, B: np.ndarray, K: np.ndarray) -> float:
     """Largest image motion (pixels of ``K``) of the points ``pts`` (N, 3), object
     frame, from pose ``A`` to pose ``B``; inf when one is behind the camera."""
-    def uv(T):
-        p = pts @ T[:3, :3].T + T[:3, 3]
-        if np.any(p[:, 2] <= 1e-6):
-            return None
-        return p[:, :2] / p[:, 2:] * [K[0, 0], K[1, 1]]
-    a, b = uv(A), uv(B)
-    if a is None or b is None or not len(pts):
+    from .solve import _project
+
+    pa, pb = (pts @ T[:3, :3].T + T[:3, 3] for T in (A, B))
+    if not len(pts) or np.any(pa[:, 2] <= 1e-6) or np.any(pb[:, 2] <= 1e-6):
         return float("inf")
-    return float(np.sqrt(((a - b) ** 2).sum(1).max()))
+    d = _project(pa, K, jacobian=False)[0] - _project(pb, K, jacobian=False)[0]
+    return float(np.sqrt((d**2).sum(1).max()))
 
 
 def match_depth(va: ViewArrays, view: int, T: np.ndarray, depth: np.ndarray, K: np.ndarray,
