@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..geometry.lie import hat, se3_exp
@@ -193,6 +194,9 @@ def solve_terms(T_init: torch.Tensor, terms, cfg: SolverConfig = SolverConfig())
     if not terms:
         raise ValueError("terms: at least one residual term is needed")
     check_shape("T_init", T_init, (None, 4, 4))
+    fast = _numpy_solve(T_init, terms, cfg)
+    if fast is not None:
+        return fast
     B = T_init.shape[0]
     dtype, device = T_init.dtype, T_init.device
     eye6 = torch.eye(6, dtype=dtype, device=device)
@@ -217,6 +221,36 @@ def solve_terms(T_init: torch.Tensor, terms, cfg: SolverConfig = SolverConfig())
         cost = torch.where(accept, cost_new, cost)
         lam = torch.where(accept[:, None, None], lam * 0.3, lam * 10.0).clamp(1e-6, 1e6)
     return T, cost
+
+
+def _numpy_solve(T_init: torch.Tensor, terms, cfg: SolverConfig):
+    """:func:`solve_terms` object by object in NumPy (``track.solve.lm_steps`` with the
+    exact exponential), or None where that cannot stand in for it: on a GPU, when a
+    gradient is wanted (training back-propagates through the solve), or for a term
+    with no NumPy counterpart.
+
+    Why: at one object's size (a thousand correspondences, a 6x6 system) torch's fixed
+    cost per operation dominated: 15 ms per solve on this project's 2-core CPU against
+    about 2 ms here (docs/benchmarks.md).
+    """
+    from ..track.solve import _cost, lm_steps
+
+    tensors = [T_init] + [x for t in terms for x in vars(t).values()
+                          if isinstance(x, torch.Tensor)]
+    if T_init.device.type != "cpu" or (torch.is_grad_enabled()
+                                        and any(x.requires_grad for x in tensors)):
+        return None
+    T_out, costs = [], []
+    for b in range(T_init.shape[0]):
+        np_terms = [getattr(t, "numpy_residuals", lambda _: None)(b) for t in terms]
+        if any(t is None for t in np_terms):
+            return None
+        T_b = lm_steps(T_init[b].double().numpy(), np_terms, cfg.iterations, cfg.damping,
+                       cfg.max_step_rad, exact=True)
+        T_out.append(T_b)
+        costs.append(_cost(T_b, np_terms))
+    T = torch.as_tensor(np.stack(T_out), dtype=T_init.dtype)
+    return T, torch.as_tensor(costs, dtype=T_init.dtype)
 
 
 def gauss_newton_steps(T: torch.Tensor, terms, iterations: int = 1, damping: float = 1e-3,

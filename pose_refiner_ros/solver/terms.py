@@ -153,6 +153,20 @@ class ResidualTerm:
         """Residuals (and Jacobians) at the poses ``T`` (B, 4, 4)."""
         raise NotImplementedError
 
+    def numpy_residuals(self, b: int):
+        """Object ``b``'s residuals as the NumPy term of ``track.solve`` that computes the
+        same residuals, Jacobians and cost (``solver.gauss_newton``'s fast path), or
+        None where there is none."""
+        return None
+
+    def _np(self, b: int, *tensors):
+        return [x[b].detach().cpu().double().numpy() for x in tensors]
+
+    def _np_common(self, b: int) -> dict:
+        w, K = self._np(b, self.weights, self.K)
+        return dict(weight=self.scale * w, K_s=K, huber=self.huber,
+                    min_depth_m=self.min_depth_m)
+
 
 class ReprojectionTerm(ResidualTerm):
     """2D-3D correspondences: ``pi(T p) - uv_target`` (B, N, 2) pixels.
@@ -173,6 +187,12 @@ class ReprojectionTerm(ResidualTerm):
         else:
             uv, J = _project(pts, self.K), None
         return Residuals(uv - self.uv_target, J, self.scale * self.weights, front)
+
+    def numpy_residuals(self, b):
+        from ..track.solve import PointResiduals
+
+        pts, uv = self._np(b, self.pts_obj, self.uv_target)
+        return PointResiduals(pts, uv, **self._np_common(b))
 
 
 class LineTerm(ResidualTerm):
@@ -203,6 +223,12 @@ class LineTerm(ResidualTerm):
         r = ((uv - self.uv_target) * self.normals_uv).sum(-1, keepdim=True)
         return Residuals(r, J, self.scale * self.weights, front)
 
+    def numpy_residuals(self, b):
+        from ..track.solve import LineResiduals
+
+        pts, uv, n = self._np(b, self.pts_obj, self.uv_target, self.normals_uv)
+        return LineResiduals(pts, uv, n, **self._np_common(b))
+
 
 class DepthTerm(ResidualTerm):
     """Measured depth: ``(Z(T p) - depth) * f / Z`` (B, N, 1) pixel-equivalents.
@@ -222,6 +248,12 @@ class DepthTerm(ResidualTerm):
         r = ((pts[..., 2] - self.depth_target_m) * f_over_z)[..., None]
         J = (depth_jacobian(pts) * f_over_z[..., None])[..., None, :] if jacobian else None
         return Residuals(r, J, self.scale * self.weights, front)
+
+    def numpy_residuals(self, b):
+        from ..track.solve import DepthResiduals
+
+        pts, d = self._np(b, self.pts_obj, self.depth_target_m)
+        return DepthResiduals(pts, d, **self._np_common(b))
 
 
 class PlaneTerm(ResidualTerm):
@@ -248,6 +280,12 @@ class PlaneTerm(ResidualTerm):
         r = (((pts - self.target_cam_m) * n_cam).sum(-1) * f_over_z)[..., None]
         J = (plane_jacobian(pts, n_cam) * f_over_z[..., None])[..., None, :] if jacobian else None
         return Residuals(r, J, self.scale * self.weights, front)
+
+    def numpy_residuals(self, b):
+        from ..track.solve import PlaneResiduals
+
+        pts, n, X = self._np(b, self.pts_obj, self.normals_obj, self.target_cam_m)
+        return PlaneResiduals(pts, n, X, **self._np_common(b))
 
 
 def _project(pts_cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .solve_kernel import line_normal_equations
+from .solve_kernel import line_normal_equations, point_normal_equations
 
-__all__ = ["LineResiduals", "PlaneResiduals", "PointResiduals", "lm_steps"]
+__all__ = ["DepthResiduals", "LineResiduals", "PlaneResiduals", "PointResiduals", "lm_steps"]
 
 
 def _hat(v: np.ndarray) -> np.ndarray:
@@ -160,6 +160,54 @@ class PointResiduals:
         # d(p_cam)/d(xi) = [I | -hat(p_cam)]; row a of d_uv gives [a, p_cam x a].
         return uv - self.uv, np.concatenate([d_uv, np.cross(pc[:, None], d_uv)], 2), front
 
+    def __post_init__(self):
+        for name in ("pts_obj", "uv", "weight", "K_s"):  # as LineResiduals
+            object.__setattr__(self, name,
+                               np.ascontiguousarray(getattr(self, name), np.float64))
+
+    def normal_equations(self, T: np.ndarray):
+        """``(H (6, 6), g (6,), cost, weight)`` in one compiled loop
+        (``track.solve_kernel``); :meth:`evaluate` is its reference."""
+        return point_normal_equations(*self._args(T), True)
+
+    def cost(self, T: np.ndarray) -> tuple[float, float]:
+        """``(robust cost, total weight)`` at ``T``."""
+        _, _, c, w = point_normal_equations(*self._args(T), False)
+        return c, w
+
+    def _args(self, T):
+        return (self.pts_obj, self.uv, self.weight, self.K_s, float(self.huber),
+                float(self.min_depth_m), np.ascontiguousarray(T, np.float64))
+
+
+@dataclass(frozen=True)
+class DepthResiduals:
+    """A point's depth against a measured one, ``(Z(T p) - z) f / Z``
+    (``solver.terms.DepthTerm``).
+
+    Attributes:
+        pts_obj: (N, 3) object points, metres; depth_m: (N,) measured camera Z, metres;
+        weight: (N,); K_s: (3, 3) the image the pixel equivalents refer to; huber:
+        threshold; min_depth_m: as above.
+    """
+
+    pts_obj: np.ndarray
+    depth_m: np.ndarray
+    weight: np.ndarray
+    K_s: np.ndarray
+    huber: float
+    min_depth_m: float = 1e-3
+
+    def evaluate(self, T: np.ndarray, jacobian: bool = True):
+        pc, front = _camera_points(self.pts_obj, T, self.min_depth_m)
+        f_over_z = 0.5 * (self.K_s[0, 0] + self.K_s[1, 1]) / pc[:, 2]
+        r = ((pc[:, 2] - self.depth_m) * f_over_z)[:, None]
+        if not jacobian:
+            return r, None, front
+        zero, one = np.zeros(len(pc)), np.ones(len(pc))
+        J = np.stack([zero, zero, one, pc[:, 1], -pc[:, 0], zero], 1) * f_over_z[:, None]
+        return r, J[:, None], front
+
 
 def _norm(r: np.ndarray) -> np.ndarray:
     """(N, k) -> (N,) residual norms."""
@@ -201,30 +249,36 @@ def _cost(T: np.ndarray, terms) -> float:
     return cost / max(wsum, 1e-9)
 
 
-def _retract(xi: np.ndarray, T: np.ndarray) -> np.ndarray:
+def _retract(xi: np.ndarray, T: np.ndarray, exact: bool = False) -> np.ndarray:
     """``T`` moved by the left twist ``xi`` (6,) to first order, as
-    ``solver.gauss_newton._retract``: ``R <- Rodrigues(w) R``, ``t <- Rodrigues(w) t + v``."""
+    ``solver.gauss_newton._retract``: ``R <- Rodrigues(w) R``, ``t <- Rodrigues(w) t + v``;
+    with ``exact``, ``exp(xi) T`` as ``geometry.lie.se3_exp``: ``t <- R t + V(w) v``,
+    ``V = I + b [w]x + c [w]x^2`` the left Jacobian of SO(3)."""
     w = xi[3:]
     th2 = float(w @ w)
-    if th2 < 1e-4:
-        a, b = 1.0 - th2 / 6.0, 0.5 - th2 / 24.0
+    if th2 < 1e-4:  # Taylor series of the coefficients
+        a, b, c = 1.0 - th2 / 6.0, 0.5 - th2 / 24.0, 1.0 / 6.0 - th2 / 120.0
     else:
         th = np.sqrt(th2)
-        a, b = np.sin(th) / th, (1.0 - np.cos(th)) / th2
+        a, b, c = np.sin(th) / th, (1.0 - np.cos(th)) / th2, (th - np.sin(th)) / (th2 * th)
     W = _hat(w)
-    R = np.eye(3) + a * W + b * (W @ W)
+    W2 = W @ W
+    R = np.eye(3) + a * W + b * W2
     out = np.eye(4)
     out[:3, :3] = R @ T[:3, :3]
-    out[:3, 3] = R @ T[:3, 3] + xi[:3]
+    v = (np.eye(3) + b * W + c * W2) @ xi[:3] if exact else xi[:3]
+    out[:3, 3] = R @ T[:3, 3] + v
     return out
 
 
 def lm_steps(T: np.ndarray, terms, iterations: int = 1, damping: float = 1e-3,
-             max_step_rad: float = 0.5) -> np.ndarray:
+             max_step_rad: float = 0.5, exact: bool = False) -> np.ndarray:
     """Levenberg-Marquardt steps from ``T`` (4, 4) over ``terms``: each solves
     ``(H + lambda diag(H)) xi = -g`` (Huber IRLS), clips the rotation to
     ``max_step_rad``, and is taken only if it does not raise the robust cost (else the
-    damping grows tenfold); returns the new (4, 4) pose."""
+    damping grows tenfold); returns the new (4, 4) pose. The step is applied by the
+    first-order retraction, or with ``exact`` by the SE(3) exponential (as
+    ``solver.gauss_newton.solve_terms``)."""
     lam = damping
     cost = None
     for _ in range(iterations):
@@ -244,7 +298,7 @@ def lm_steps(T: np.ndarray, terms, iterations: int = 1, damping: float = 1e-3,
         xi = -np.linalg.solve(A, g)
         ang = np.linalg.norm(xi[3:])
         xi = xi * min(1.0, max_step_rad / max(ang, 1e-12))
-        T_new = _retract(xi, T)
+        T_new = _retract(xi, T, exact)
         cost_new = _cost(T_new, terms)
         if cost_new <= cost * (1 + 1e-6) + 1e-12:
             T, cost, lam = T_new, cost_new, max(lam * 0.3, 1e-6)

@@ -1,4 +1,4 @@
-"""The contour lines' normal equations as one compiled loop (Numba).
+"""Normal equations of contour lines and of 2D-3D correspondences as compiled loops (Numba).
 
 ``track.solve.LineResiduals`` is the tracker's most frequent term: about 200 lines, one
 residual each, evaluated twice per Levenberg-Marquardt step (normal equations, then the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["line_normal_equations"]
+__all__ = ["line_normal_equations", "point_normal_equations"]
 
 
 @numba.njit(cache=True)
@@ -72,6 +72,65 @@ def line_normal_equations(pts, target, normal, weight, K_s, huber, min_depth_m, 
             g[p] += wp * r
             for q in range(p, 6):
                 H[p, q] += wp * J[q]
+    for p in range(6):
+        for q in range(p):
+            H[p, q] = H[q, p]
+    return H, g, cost, wsum
+
+
+@numba.njit(cache=True)
+def point_normal_equations(pts, uv, weight, K_s, huber, min_depth_m, T, with_system):
+    """``(H (6, 6), g (6,), cost, weight_sum)`` of 2D-3D correspondences
+    ``pi(T p) - uv`` at ``T``, the Huber loss on each residual's norm: the arithmetic of
+    ``track.solve.PointResiduals.evaluate`` (its readable reference) as one loop. The
+    render-and-compare loop solves about 1,000 of them per object and iteration, where
+    NumPy's thirty-odd array operations cost 0.6 ms per evaluation.
+
+    Args:
+        pts: (N, 3) object points, metres; uv: (N, 2) where they are seen, pixels of
+            ``K_s``'s image; weight: (N,); huber: threshold, pixels; min_depth_m: nearer
+            points are behind (no weight, a bounded cost); T: (4, 4) pose;
+            with_system: False leaves H and g zero (the cost only).
+    """
+    H = np.zeros((6, 6))
+    g = np.zeros(6)
+    Ju = np.empty(6)
+    Jv = np.empty(6)
+    fx, fy, cx, cy = K_s[0, 0], K_s[1, 1], K_s[0, 2], K_s[1, 2]
+    cost = 0.0
+    wsum = 0.0
+    for i in range(pts.shape[0]):
+        wi = weight[i]
+        wsum += wi
+        if wi == 0.0:
+            continue  # padding and background: no cost, no system (as the NumPy terms)
+        X = T[0, 0] * pts[i, 0] + T[0, 1] * pts[i, 1] + T[0, 2] * pts[i, 2] + T[0, 3]
+        Y = T[1, 0] * pts[i, 0] + T[1, 1] * pts[i, 1] + T[1, 2] * pts[i, 2] + T[1, 3]
+        Z = T[2, 0] * pts[i, 0] + T[2, 1] * pts[i, 1] + T[2, 2] * pts[i, 2] + T[2, 3]
+        if not Z > min_depth_m:
+            cost += wi * 3.5 * huber * huber
+            continue
+        iz = 1.0 / Z
+        ru = fx * X * iz + cx - uv[i, 0]
+        rv = fy * Y * iz + cy - uv[i, 1]
+        ar = np.sqrt(ru * ru + rv * rv)
+        if ar <= huber:
+            cost += wi * 0.5 * ar * ar
+            w = wi
+        else:
+            cost += wi * huber * (ar - 0.5 * huber)
+            w = wi * huber / max(ar, 1e-12)
+        if not with_system:
+            continue
+        # Rows a of d(uv)/d(p_cam), then p_cam x a for the rotation part.
+        Ju[0], Ju[1], Ju[2] = fx * iz, 0.0, -fx * X * iz * iz
+        Jv[0], Jv[1], Jv[2] = 0.0, fy * iz, -fy * Y * iz * iz
+        Ju[3], Ju[4], Ju[5] = Y * Ju[2], Z * Ju[0] - X * Ju[2], -Y * Ju[0]
+        Jv[3], Jv[4], Jv[5] = Y * Jv[2] - Z * Jv[1], -X * Jv[2], X * Jv[1]
+        for p in range(6):
+            g[p] += w * (Ju[p] * ru + Jv[p] * rv)
+            for q in range(p, 6):
+                H[p, q] += w * (Ju[p] * Ju[q] + Jv[p] * Jv[q])
     for p in range(6):
         for q in range(p):
             H[p, q] = H[q, p]

@@ -125,3 +125,33 @@ def test_gauss_newton_steps_refuse_a_step_that_raises_the_cost():
     c0 = _robust_cost(T0, [term])
     T = gauss_newton_steps(T0, [term], 3, damping=1e-6, accept=True)
     assert _robust_cost(T, [term]) <= c0 * (1 + 1e-6)
+
+
+def test_numpy_fast_path_gives_the_torch_solve():
+    """Without a gradient on a CPU, ``solve_terms`` solves object by object in NumPy
+    (``track.solve``); with one (training) it runs in torch. Every term, a batch of two
+    objects with zero-weight padding and a point behind the camera: the same poses and
+    costs."""
+    pts, nrm, n2 = _points(60, seed=4)
+    pts = pts.expand(2, -1, -1).clone()
+    pts[1, :3] = torch.tensor([0.0, 0.0, -2.0], dtype=torch.float64)  # behind the camera
+    Kb = K.expand(2, 3, 3)
+    T_gt = _pose(torch.zeros(1, 6, dtype=torch.float64)).expand(2, 4, 4)
+    g = torch.Generator().manual_seed(5)
+    w = torch.rand(2, 60, generator=g, dtype=torch.float64)
+    w[0, -10:] = 0.0  # padding
+    uv = ReprojectionTerm(pts, torch.zeros(2, 60, 2, dtype=torch.float64), w, Kb).evaluate(T_gt).r
+    uv = uv + 3.0 * torch.randn(uv.shape, generator=g, dtype=torch.float64)
+    X = transform(T_gt, pts) + 0.003 * torch.randn(pts.shape, generator=g, dtype=torch.float64)
+    terms = [ReprojectionTerm(pts, uv, w, Kb),
+             LineTerm(pts, uv, n2.expand(2, -1, -1), w, Kb, huber=3.0, scale=0.7),
+             DepthTerm(pts, X[..., 2], w, Kb, huber=4.0),
+             PlaneTerm(pts, X, nrm.expand(2, -1, -1), w, Kb, huber=4.0, scale=0.5)]
+    T0 = se3_exp(torch.tensor([[0.01, -0.02, 0.03, 0.2, -0.1, 0.15],
+                               [-0.02, 0.01, -0.04, -0.15, 0.2, 0.1]],
+                              dtype=torch.float64)) @ T_gt
+    T_np, c_np = solve_terms(T0, terms)
+    T_t, c_t = solve_terms(T0.clone().requires_grad_(True), terms)  # the torch path
+    assert (T_np - T0).abs().max() > 1e-2  # it moved
+    torch.testing.assert_close(T_np, T_t.detach(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(c_np, c_t.detach(), atol=1e-10, rtol=1e-10)

@@ -137,6 +137,28 @@ def test_compiled_line_normal_equations_match_the_numpy_terms():
     np.testing.assert_allclose(term.cost(T), _term_cost(term, T), rtol=1e-12)
 
 
+def test_compiled_point_normal_equations_match_the_numpy_terms():
+    from pose_refiner_ros.track.solve import _normal_equations, _term_cost
+
+    rng = np.random.default_rng(2)
+    n = 300
+    pts = rng.normal(size=(n, 3)) * 0.05
+    pts[:5] = [0.0, 0.0, -5.0]  # behind the camera: no weight, a bounded cost
+    T = np.eye(4)
+    T[2, 3] = 0.8
+    K = np.array([[300.0, 0, 64], [0, 310, 60], [0, 0, 1]])
+    pc = pts @ T[:3, :3].T + T[:3, 3]
+    uv = pc[:, :2] / pc[:, 2:] * [300, 310] + [64, 60] + rng.normal(size=(n, 2)) * 3
+    w = rng.random(n)
+    w[-20:] = 0.0  # padding
+    term = PointResiduals(pts, uv, w, K, 2.0, 1e-3)
+    ours, ref = term.normal_equations(T), _normal_equations(term, T)
+    assert np.abs(ref[0]).max() > 1.0 and ref[2] > 0
+    for a, b in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(term.cost(T), _term_cost(term, T), rtol=1e-12)
+
+
 def test_point_residuals_match_the_reprojection_term(scene):
     from pose_refiner_ros.solver.terms import ReprojectionTerm
 
