@@ -183,3 +183,22 @@ def test_a_pose_sent_off_the_image_is_flagged_diverged(models, scene):
         {},
     )
     assert results[0].diverged and "behind the camera" in results[0].reason
+
+
+def test_learned_field_on_a_cpu_runs_channels_last_on_its_own_copy():
+    """The estimator's channels-last copy gives the network's own field, and the
+    caller's network keeps its layout (training may hold it)."""
+    from pose_refiner_ros.net.model import NetConfig
+    from pose_refiner_ros.refine.estimators import make_estimator
+
+    torch.manual_seed(0)
+    net = CorrespondenceNet(NetConfig(width=32, feat_dim=16, hidden=16, ctx=16)).eval()
+    img, ren = torch.rand(2, 3, 64, 64), torch.rand(2, 8, 64, 64)
+    with torch.no_grad():
+        ref = net(img, ren)
+    flow, weight = make_estimator("learned", net)(img, ren)
+    assert flow.is_contiguous() and weight.is_contiguous()
+    torch.testing.assert_close(flow, ref.flows_px[-1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(weight, torch.sigmoid(ref.weight_logits[-1]), atol=1e-5, rtol=1e-5)
+    w = next(p for p in net.parameters() if p.dim() == 4)
+    assert w.is_contiguous()  # the caller's network is untouched
