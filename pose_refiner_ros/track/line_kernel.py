@@ -233,3 +233,87 @@ def line_measurements(img, uv, nrm, s, band, fg_px, bg_px, depth_m, occ, hist_in
                 mu = s[jb + 1] + min(max(frac, -0.5), 0.5) * step
         mean[i] = mu
     return mean, var, agree, seen, h_f, h_b
+
+
+@numba.njit(cache=True)
+def contour_projection(pts, nrm, valid, fg_m, bg_m, T, K_s, min_depth_m):
+    """One view's usable contour points projected at ``T`` (``track.measure.project_contour``,
+    whose NumPy version this replaces: 0.19 ms of a dozen small-array operations per
+    call, some 80 calls per refined object, against a few microseconds here).
+
+    Args:
+        pts, nrm: (N, 3) the view's contour points and outward normals, object frame;
+        valid: (N,) bool; fg_m, bg_m: (N,) usable line lengths inside / outside, metres;
+        T: (4, 4) pose; K_s: (3, 3) intrinsics of the scaled image; min_depth_m: points
+        nearer than this are left out.
+
+    Returns:
+        ``(index (n,), uv (n, 2), normal (n, 2), fg_px (n,), bg_px (n,), depth (n,))``:
+        the kept points' indices into ``pts``, their projections and unit image normals
+        (the derivative of the projection along the normal), lengths in scaled pixels
+        and camera depths.
+    """
+    N = pts.shape[0]
+    fx, fy, cx, cy = K_s[0, 0], K_s[1, 1], K_s[0, 2], K_s[1, 2]
+    f_mean = 0.5 * (fx + fy)
+    index = np.empty(N, np.int64)
+    uv = np.empty((N, 2))
+    normal = np.empty((N, 2))
+    fg = np.empty(N)
+    bg = np.empty(N)
+    depth = np.empty(N)
+    n = 0
+    for i in range(N):
+        if not valid[i]:
+            continue
+        X = T[0, 0] * pts[i, 0] + T[0, 1] * pts[i, 1] + T[0, 2] * pts[i, 2] + T[0, 3]
+        Y = T[1, 0] * pts[i, 0] + T[1, 1] * pts[i, 1] + T[1, 2] * pts[i, 2] + T[1, 3]
+        Z = T[2, 0] * pts[i, 0] + T[2, 1] * pts[i, 1] + T[2, 2] * pts[i, 2] + T[2, 3]
+        if not Z > min_depth_m:
+            continue
+        nx = T[0, 0] * nrm[i, 0] + T[0, 1] * nrm[i, 1] + T[0, 2] * nrm[i, 2]
+        ny = T[1, 0] * nrm[i, 0] + T[1, 1] * nrm[i, 1] + T[1, 2] * nrm[i, 2]
+        nz = T[2, 0] * nrm[i, 0] + T[2, 1] * nrm[i, 1] + T[2, 2] * nrm[i, 2]
+        iz = 1.0 / Z
+        u = fx * (nx - X * nz * iz) * iz
+        v = fy * (ny - Y * nz * iz) * iz
+        length = max(math.sqrt(u * u + v * v), 1e-9)
+        index[n] = i
+        uv[n, 0] = X * iz * fx + cx
+        uv[n, 1] = Y * iz * fy + cy
+        normal[n, 0] = u / length
+        normal[n, 1] = v / length
+        fg[n] = fg_m[i] * f_mean * iz
+        bg[n] = bg_m[i] * f_mean * iz
+        depth[n] = Z
+        n += 1
+    return index[:n], uv[:n], normal[:n], fg[:n], bg[:n], depth[:n]
+
+
+@numba.njit(cache=True, inline="always")
+def _pixel(T, p, K):
+    """(u, v, Z) of object point ``p`` (3,) at pose ``T`` through ``K``."""
+    X = T[0, 0] * p[0] + T[0, 1] * p[1] + T[0, 2] * p[2] + T[0, 3]
+    Y = T[1, 0] * p[0] + T[1, 1] * p[1] + T[1, 2] * p[2] + T[1, 3]
+    Z = T[2, 0] * p[0] + T[2, 1] * p[1] + T[2, 2] * p[2] + T[2, 3]
+    if Z <= 1e-6:
+        return 0.0, 0.0, Z
+    return X / Z * K[0, 0] + K[0, 2], Y / Z * K[1, 1] + K[1, 2], Z
+
+
+@numba.njit(cache=True)
+def moved_px(pts, A, B, K):
+    """Largest image motion (pixels of ``K``) of the object points ``pts`` (N, 3) from
+    pose ``A`` to pose ``B`` (4, 4); inf when a point is at or behind the camera in
+    either, or there is none (``track.measure._moved_px``, compiled for the same reason
+    as above)."""
+    if pts.shape[0] == 0:
+        return np.inf
+    best = 0.0
+    for i in range(pts.shape[0]):
+        ua, va, za = _pixel(A, pts[i], K)
+        ub, vb, zb = _pixel(B, pts[i], K)
+        if za <= 1e-6 or zb <= 1e-6:
+            return np.inf
+        best = max(best, (ua - ub) ** 2 + (va - vb) ** 2)
+    return math.sqrt(best)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..refine.region import RegionConfig
-from .line_kernel import line_measurements
+from .line_kernel import contour_projection, line_measurements, moved_px
 
 __all__ = ["ViewArrays", "Contour", "Lines", "project_contour", "measure_lines",
            "region_solve", "match_depth", "compile_kernels"]
@@ -100,25 +100,13 @@ class Contour:
 
 
 def project_contour(va: ViewArrays, T: np.ndarray, K_s: np.ndarray) -> Contour:
-    """Nearest view's contour at pose ``T`` (4, 4) in the scaled image of ``K_s`` (3, 3)."""
+    """Nearest view's contour at pose ``T`` (4, 4) in the scaled image of ``K_s`` (3, 3)
+    (the arithmetic in ``track.line_kernel.contour_projection``)."""
     view = va.nearest_view(T)
-    keep = va.valid[view]
-    pts, nrm = va.pts[view][keep], va.normals[view][keep]
-    R, t = T[:3, :3], T[:3, 3]
-    pc = pts @ R.T + t
-    keep = pc[:, 2] > 1e-3
-    pts, nrm, pc = pts[keep], nrm[keep], pc[keep]
-    z = pc[:, 2]
-    f = np.array([K_s[0, 0], K_s[1, 1]])
-    uv = pc[:, :2] / z[:, None] * f + K_s[:2, 2]
-    n_cam = nrm @ R.T
-    # The image of the normal: the derivative of the projection along it.
-    n_uv = f * (n_cam[:, :2] - pc[:, :2] * (n_cam[:, 2:] / z[:, None])) / z[:, None]
-    n_uv /= np.maximum(np.linalg.norm(n_uv, axis=1, keepdims=True), 1e-9)
-    f_over_z = f.mean() / z
-    vk = va.valid[view]
-    fg, bg = va.fg_m[view][vk][keep], va.bg_m[view][vk][keep]
-    return Contour(pts, uv, n_uv, fg * f_over_z, bg * f_over_z, z, view)
+    idx, uv, n_uv, fg, bg, z = contour_projection(
+        va.pts[view], va.normals[view], va.valid[view], va.fg_m[view], va.bg_m[view],
+        np.ascontiguousarray(T, np.float64), np.ascontiguousarray(K_s, np.float64), 1e-3)
+    return Contour(va.pts[view][idx], uv, n_uv, fg, bg, z, view)
 
 
 @dataclass(frozen=True)
@@ -180,7 +168,7 @@ def compile_kernels() -> float:
     tracked frame or refinement does not wait for them; returns the seconds it took."""
     import time
 
-    from .solve_kernel import line_normal_equations
+    from .solve_kernel import line_normal_equations, lm_candidate, point_normal_equations
 
     t0 = time.perf_counter()
     one = np.ones(2)
@@ -190,6 +178,12 @@ def compile_kernels() -> float:
                       _NO_MAP, _NO_HIST, 1.0, True, 4, 0.1, 0.5, 1.5, 2.0, 0.05)
     line_normal_equations(np.zeros((2, 3)), np.zeros((2, 2)), np.ones((2, 2)), one,
                           np.eye(3), 2.0, 1e-3, np.eye(4), True)
+    point_normal_equations(np.zeros((2, 3)), np.zeros((2, 2)), one, np.eye(3), 2.0, 1e-3,
+                           np.eye(4), True)
+    lm_candidate(np.eye(6), np.zeros(6), 1e-3, 0.5, np.eye(4), True)
+    contour_projection(np.zeros((2, 3)), np.ones((2, 3)), np.ones(2, np.bool_), one, one,
+                       np.eye(4), np.eye(3), 1e-3)
+    moved_px(np.zeros((2, 3)), np.eye(4), np.eye(4), np.eye(3))
     return time.perf_counter() - t0
 
 
@@ -241,14 +235,10 @@ def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
 
 def _moved_px(pts: np.ndarray, A: np.ndarray, B: np.ndarray, K: np.ndarray) -> float:
     """Largest image motion (pixels of ``K``) of the points ``pts`` (N, 3), object
-    frame, from pose ``A`` to pose ``B``; inf when one is behind the camera."""
-    from .solve import _project
-
-    pa, pb = (pts @ T[:3, :3].T + T[:3, 3] for T in (A, B))
-    if not len(pts) or np.any(pa[:, 2] <= 1e-6) or np.any(pb[:, 2] <= 1e-6):
-        return float("inf")
-    d = _project(pa, K, jacobian=False)[0] - _project(pb, K, jacobian=False)[0]
-    return float(np.sqrt((d**2).sum(1).max()))
+    frame, from pose ``A`` to pose ``B``; inf when one is behind the camera
+    (``track.line_kernel.moved_px``)."""
+    f64 = [np.ascontiguousarray(x, np.float64) for x in (pts, A, B, K)]
+    return float(moved_px(*f64))
 
 
 def match_depth(va: ViewArrays, view: int, T: np.ndarray, depth: np.ndarray, K: np.ndarray,

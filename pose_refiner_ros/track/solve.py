@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .solve_kernel import line_normal_equations, point_normal_equations
+from .solve_kernel import line_normal_equations, lm_candidate, point_normal_equations
 
 __all__ = ["DepthResiduals", "LineResiduals", "PlaneResiduals", "PointResiduals", "lm_steps"]
 
@@ -293,12 +293,8 @@ def lm_steps(T: np.ndarray, terms, iterations: int = 1, damping: float = 1e-3,
             w_sum += wt
         if cost is None:
             cost = c_sum / max(w_sum, 1e-9)
-        diag = np.diag(H)
-        A = H + lam * np.diag(diag) + 1e-9 * (diag.mean() + 1.0) * np.eye(6)
-        xi = -np.linalg.solve(A, g)
-        ang = np.linalg.norm(xi[3:])
-        xi = xi * min(1.0, max_step_rad / max(ang, 1e-12))
-        T_new = _retract(xi, T, exact)
+        T_new = lm_candidate(H, g, lam, max_step_rad, np.ascontiguousarray(T, np.float64),
+                             exact)
         cost_new = _cost(T_new, terms)
         if cost_new <= cost * (1 + 1e-6) + 1e-12:
             T, cost, lam = T_new, cost_new, max(lam * 0.3, 1e-6)

@@ -159,6 +159,26 @@ def test_compiled_point_normal_equations_match_the_numpy_terms():
     np.testing.assert_allclose(term.cost(T), _term_cost(term, T), rtol=1e-12)
 
 
+@pytest.mark.parametrize("exact", [False, True])
+def test_compiled_lm_candidate_matches_the_numpy_step(exact):
+    from pose_refiner_ros.track.solve import _retract
+    from pose_refiner_ros.track.solve_kernel import lm_candidate
+
+    rng = np.random.default_rng(3)
+    J = rng.normal(size=(50, 6))
+    H, g = J.T @ J, rng.normal(size=6) * 5.0
+    T = np.eye(4)
+    T[:3, :3] = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    T[:3, :3] *= np.sign(np.linalg.det(T[:3, :3]))
+    T[:3, 3] = [0.05, -0.02, 0.7]
+    for lam, max_step in ((1e-3, 0.5), (10.0, 0.5), (1e-6, 0.05)):  # clipped or not
+        diag = np.diag(H)
+        xi = -np.linalg.solve(H + lam * np.diag(diag) + 1e-9 * (diag.mean() + 1) * np.eye(6), g)
+        xi = xi * min(1.0, max_step / np.linalg.norm(xi[3:]))
+        np.testing.assert_allclose(lm_candidate(H, g, lam, max_step, T, exact),
+                                   _retract(xi, T, exact), rtol=1e-9, atol=1e-12)
+
+
 def test_point_residuals_match_the_reprojection_term(scene):
     from pose_refiner_ros.solver.terms import ReprojectionTerm
 
