@@ -314,6 +314,13 @@ def test_tracker_follows_a_moving_object_and_reports_it_lost(session):
         assert peer.wait_diag("frames.tracked", above=tracked0 + len(frames) - 2) >= (
             tracked0 + len(frames) - 1)
         lost0 = peer.diag("tracks.lost")
+        # The re-registration process starts with the tracker and needs a few seconds (more
+        # on a busy machine); the grey frames below span only tracking_max_age_s of stamps,
+        # after which the track expires unreported. Wait for the process, not the clock.
+        deadline = time.monotonic() + 120
+        while (peer.diagnostics or {}).get("reregistration") != "ready":
+            assert time.monotonic() < deadline, f"no re-registration process: {peer.diagnostics}"
+            time.sleep(0.2)
         grey = np.full_like(frames[0].image_rgb, 127)
         deadline, sent, lost = time.monotonic() + 60, [], []
         while not lost:  # grey frames until the re-registration has failed
