@@ -41,6 +41,20 @@ def _camera_points(pts_obj: np.ndarray, T: np.ndarray, min_depth_m: float):
     return pc, front
 
 
+def _contiguous(term, names) -> None:
+    """Store the (frozen) ``term``'s arrays ``names`` as contiguous float64: the compiled
+    loops read them so, converted once per term rather than at each of their two calls
+    per LM step."""
+    for name in names:
+        object.__setattr__(term, name, np.ascontiguousarray(getattr(term, name), np.float64))
+
+
+def _f_over_z(K_s: np.ndarray, pc: np.ndarray) -> np.ndarray:
+    """(N,) pixels per metre at the depth of each camera-frame point ``pc`` (N, 3): the
+    scale of the metric residuals' pixel equivalents (``solver.terms``)."""
+    return 0.5 * (K_s[0, 0] + K_s[1, 1]) / pc[:, 2]
+
+
 def _project(pc: np.ndarray, K_s: np.ndarray, jacobian: bool = True):
     """``(uv (N, 2), d(uv)/d(p_cam) (N, 2, 3) or None)`` of camera-frame points ``pc``."""
     fx, fy = K_s[0, 0], K_s[1, 1]
@@ -84,11 +98,7 @@ class LineResiduals:
         return r, np.concatenate([a, np.cross(pc, a)], 1)[:, None], front
 
     def __post_init__(self):
-        # The compiled loop reads contiguous float64 arrays: converted once per term, not
-        # at each of its two calls per LM step.
-        for name in ("pts_obj", "target", "normal", "weight", "K_s"):
-            object.__setattr__(self, name,
-                               np.ascontiguousarray(getattr(self, name), np.float64))
+        _contiguous(self, ("pts_obj", "target", "normal", "weight", "K_s"))
 
     def normal_equations(self, T: np.ndarray):
         """``(H (6, 6), g (6,), cost, weight)``: what ``lm_steps`` sums, in one compiled
@@ -126,7 +136,7 @@ class PlaneResiduals:
 
     def evaluate(self, T: np.ndarray, jacobian: bool = True):
         pc, front = _camera_points(self.pts_obj, T, self.min_depth_m)
-        f_over_z = 0.5 * (self.K_s[0, 0] + self.K_s[1, 1]) / pc[:, 2]
+        f_over_z = _f_over_z(self.K_s, pc)
         n = self.normals_obj @ T[:3, :3].T
         r = (((pc - self.X_cam) * n).sum(-1) * f_over_z)[:, None]
         if not jacobian:
@@ -161,9 +171,7 @@ class PointResiduals:
         return uv - self.uv, np.concatenate([d_uv, np.cross(pc[:, None], d_uv)], 2), front
 
     def __post_init__(self):
-        for name in ("pts_obj", "uv", "weight", "K_s"):  # as LineResiduals
-            object.__setattr__(self, name,
-                               np.ascontiguousarray(getattr(self, name), np.float64))
+        _contiguous(self, ("pts_obj", "uv", "weight", "K_s"))
 
     def normal_equations(self, T: np.ndarray):
         """``(H (6, 6), g (6,), cost, weight)`` in one compiled loop
@@ -200,7 +208,7 @@ class DepthResiduals:
 
     def evaluate(self, T: np.ndarray, jacobian: bool = True):
         pc, front = _camera_points(self.pts_obj, T, self.min_depth_m)
-        f_over_z = 0.5 * (self.K_s[0, 0] + self.K_s[1, 1]) / pc[:, 2]
+        f_over_z = _f_over_z(self.K_s, pc)
         r = ((pc[:, 2] - self.depth_m) * f_over_z)[:, None]
         if not jacobian:
             return r, None, front
