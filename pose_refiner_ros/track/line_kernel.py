@@ -23,6 +23,8 @@ import math
 import numba
 import numpy as np
 
+from .solve_kernel import transform
+
 __all__ = ["line_measurements"]
 
 
@@ -266,9 +268,7 @@ def contour_projection(pts, nrm, valid, fg_m, bg_m, T, K_s, min_depth_m):
     for i in range(N):
         if not valid[i]:
             continue
-        X = T[0, 0] * pts[i, 0] + T[0, 1] * pts[i, 1] + T[0, 2] * pts[i, 2] + T[0, 3]
-        Y = T[1, 0] * pts[i, 0] + T[1, 1] * pts[i, 1] + T[1, 2] * pts[i, 2] + T[1, 3]
-        Z = T[2, 0] * pts[i, 0] + T[2, 1] * pts[i, 1] + T[2, 2] * pts[i, 2] + T[2, 3]
+        X, Y, Z = transform(T, pts, i)
         if not Z > min_depth_m:
             continue
         nx = T[0, 0] * nrm[i, 0] + T[0, 1] * nrm[i, 1] + T[0, 2] * nrm[i, 2]
@@ -291,11 +291,9 @@ def contour_projection(pts, nrm, valid, fg_m, bg_m, T, K_s, min_depth_m):
 
 
 @numba.njit(cache=True, inline="always")
-def _pixel(T, p, K):
-    """(u, v, Z) of object point ``p`` (3,) at pose ``T`` through ``K``."""
-    X = T[0, 0] * p[0] + T[0, 1] * p[1] + T[0, 2] * p[2] + T[0, 3]
-    Y = T[1, 0] * p[0] + T[1, 1] * p[1] + T[1, 2] * p[2] + T[1, 3]
-    Z = T[2, 0] * p[0] + T[2, 1] * p[1] + T[2, 2] * p[2] + T[2, 3]
+def _pixel(T, pts, i, K):
+    """(u, v, Z) of point ``i`` of ``pts`` (N, 3) at pose ``T`` through ``K``."""
+    X, Y, Z = transform(T, pts, i)
     if Z <= 1e-6:
         return 0.0, 0.0, Z
     return X / Z * K[0, 0] + K[0, 2], Y / Z * K[1, 1] + K[1, 2], Z
@@ -311,8 +309,8 @@ def moved_px(pts, A, B, K):
         return np.inf
     best = 0.0
     for i in range(pts.shape[0]):
-        ua, va, za = _pixel(A, pts[i], K)
-        ub, vb, zb = _pixel(B, pts[i], K)
+        ua, va, za = _pixel(A, pts, i, K)
+        ub, vb, zb = _pixel(B, pts, i, K)
         if za <= 1e-6 or zb <= 1e-6:
             return np.inf
         best = max(best, (ua - ub) ** 2 + (va - vb) ** 2)

@@ -258,7 +258,9 @@ def _cost(T: np.ndarray, terms) -> float:
 
 
 def _retract(xi: np.ndarray, T: np.ndarray, exact: bool = False) -> np.ndarray:
-    """``T`` moved by the left twist ``xi`` (6,) to first order, as
+    """The readable reference of the compiled step's retraction
+    (``track.solve_kernel.lm_candidate``; ``test/track/test_measure.py`` holds them
+    equal): ``T`` moved by the left twist ``xi`` (6,) to first order, as
     ``solver.gauss_newton._retract``: ``R <- Rodrigues(w) R``, ``t <- Rodrigues(w) t + v``;
     with ``exact``, ``exp(xi) T`` as ``geometry.lie.se3_exp``: ``t <- R t + V(w) v``,
     ``V = I + b [w]x + c [w]x^2`` the left Jacobian of SO(3)."""

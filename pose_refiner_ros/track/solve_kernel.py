@@ -19,7 +19,26 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["line_normal_equations", "lm_candidate", "point_normal_equations"]
+__all__ = ["line_normal_equations", "lm_candidate", "point_normal_equations",
+           "transform"]
+
+
+@numba.njit(cache=True, inline="always")
+def transform(T, pts, i):
+    """``(X, Y, Z)``: point ``i`` of ``pts`` (N, 3) moved by the pose ``T`` (4, 4), the
+    product written out (the kernels' shared first step)."""
+    X = T[0, 0] * pts[i, 0] + T[0, 1] * pts[i, 1] + T[0, 2] * pts[i, 2] + T[0, 3]
+    Y = T[1, 0] * pts[i, 0] + T[1, 1] * pts[i, 1] + T[1, 2] * pts[i, 2] + T[1, 3]
+    Z = T[2, 0] * pts[i, 0] + T[2, 1] * pts[i, 1] + T[2, 2] * pts[i, 2] + T[2, 3]
+    return X, Y, Z
+
+
+@numba.njit(cache=True, inline="always")
+def _huber(ar, weight, huber):
+    """``(weighted Huber cost, IRLS weight)`` of a residual of norm ``ar``."""
+    if ar <= huber:
+        return weight * 0.5 * ar * ar, weight
+    return weight * huber * (ar - 0.5 * huber), weight * huber / max(ar, 1e-12)
 
 
 @numba.njit(cache=True)
@@ -40,9 +59,7 @@ def line_normal_equations(pts, target, normal, weight, K_s, huber, min_depth_m, 
     cost = 0.0
     wsum = 0.0
     for i in range(pts.shape[0]):
-        X = T[0, 0] * pts[i, 0] + T[0, 1] * pts[i, 1] + T[0, 2] * pts[i, 2] + T[0, 3]
-        Y = T[1, 0] * pts[i, 0] + T[1, 1] * pts[i, 1] + T[1, 2] * pts[i, 2] + T[1, 3]
-        Z = T[2, 0] * pts[i, 0] + T[2, 1] * pts[i, 1] + T[2, 2] * pts[i, 2] + T[2, 3]
+        X, Y, Z = transform(T, pts, i)
         front = Z > min_depth_m
         if not front:  # clamped only to keep the algebra finite, as solve._camera_points
             X, Y, Z = max(X, 1.0), max(Y, 1.0), max(Z, 1.0)
@@ -54,12 +71,8 @@ def line_normal_equations(pts, target, normal, weight, K_s, huber, min_depth_m, 
         if not front:
             cost += weight[i] * 3.5 * huber * huber
             continue
-        if ar <= huber:
-            cost += weight[i] * 0.5 * ar * ar
-            w = weight[i]
-        else:
-            cost += weight[i] * huber * (ar - 0.5 * huber)
-            w = weight[i] * huber / max(ar, 1e-12)
+        c, w = _huber(ar, weight[i], huber)
+        cost += c
         if not with_system:
             continue
         a0 = n0 * fx * iz
@@ -106,9 +119,7 @@ def point_normal_equations(pts, uv, weight, K_s, huber, min_depth_m, T, with_sys
         wsum += wi
         if wi == 0.0:
             continue  # padding and background: no cost, no system (as the NumPy terms)
-        X = T[0, 0] * pts[i, 0] + T[0, 1] * pts[i, 1] + T[0, 2] * pts[i, 2] + T[0, 3]
-        Y = T[1, 0] * pts[i, 0] + T[1, 1] * pts[i, 1] + T[1, 2] * pts[i, 2] + T[1, 3]
-        Z = T[2, 0] * pts[i, 0] + T[2, 1] * pts[i, 1] + T[2, 2] * pts[i, 2] + T[2, 3]
+        X, Y, Z = transform(T, pts, i)
         if not Z > min_depth_m:
             cost += wi * 3.5 * huber * huber
             continue
@@ -116,12 +127,8 @@ def point_normal_equations(pts, uv, weight, K_s, huber, min_depth_m, T, with_sys
         ru = fx * X * iz + cx - uv[i, 0]
         rv = fy * Y * iz + cy - uv[i, 1]
         ar = np.sqrt(ru * ru + rv * rv)
-        if ar <= huber:
-            cost += wi * 0.5 * ar * ar
-            w = wi
-        else:
-            cost += wi * huber * (ar - 0.5 * huber)
-            w = wi * huber / max(ar, 1e-12)
+        c, w = _huber(ar, wi, huber)
+        cost += c
         if not with_system:
             continue
         # Rows a of d(uv)/d(p_cam), then p_cam x a for the rotation part.
