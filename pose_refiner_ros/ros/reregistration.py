@@ -57,6 +57,8 @@ def _serve(conn, objects_file: str, params) -> None:
     try:
         registry = ObjectRegistry.from_yaml(Path(objects_file))
         refiner, _, _ = refiner_from_params(params, registry)
+        if refiner.estimator is not None:  # its tracing, before the first job
+            refiner.estimator.warm_up(refiner.cfg.crop_size)
         conn.send(("ready", None))
     except Exception as e:  # reported by the node, which then re-registers in its worker
         conn.send(("failed", repr(e)))

@@ -98,6 +98,11 @@ def load_refiner(p, logger) -> Loaded:
     # The tracker's and the render-free region steps' compiled loops (Numba): compiled
     # on the first start on a machine, loaded from its cache after; now, not on a frame.
     logger.info(f"measurement kernels ready in {compile_kernels():.1f} s")
+    if refiner.estimator is not None:
+        t0 = time.monotonic()
+        refiner.estimator.warm_up(refiner.cfg.crop_size)
+        logger.info(f"field estimator ({refiner.estimator.name}) ready in "
+                    f"{time.monotonic() - t0:.1f} s")
     if p.mode == "auto" and model is None:
         logger.warning(
             f"mode auto: no trained model at {p.model_path}; refining with the "

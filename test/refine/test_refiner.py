@@ -202,3 +202,27 @@ def test_learned_field_on_a_cpu_runs_channels_last_on_its_own_copy():
     torch.testing.assert_close(weight, torch.sigmoid(ref.weight_logits[-1]), atol=1e-5, rtol=1e-5)
     w = next(p for p in net.parameters() if p.dim() == 4)
     assert w.is_contiguous()  # the caller's network is untouched
+
+
+def test_learned_field_traced_on_a_cpu_gives_the_module_s_field_for_any_batch_and_crop():
+    """The TorchScript graph traced at the first call (one object, 64 px) gives the
+    module's own field for later batches and crop sizes, and follows ``gru_iters``."""
+    from pose_refiner_ros.net.model import NetConfig
+    from pose_refiner_ros.refine.estimators import LearnedField
+
+    torch.manual_seed(0)
+    net = CorrespondenceNet(NetConfig(width=32, feat_dim=16, hidden=16, ctx=16)).eval()
+    for iters in (None, 2):
+        traced = LearnedField(net, gru_iters=iters)
+        eager = LearnedField(net, gru_iters=iters, jit=False)
+        for B, S in ((1, 64), (3, 64), (2, 96)):
+            img, ren = torch.rand(B, 3, S, S), torch.rand(B, 8, S, S)
+            flow, weight = traced(img, ren)
+            flow0, weight0 = eager(img, ren)
+            assert flow.shape == (B, 2, S // 8, S // 8)
+            torch.testing.assert_close(flow, flow0, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(weight, weight0, atol=1e-6, rtol=1e-6)
+        assert traced._traced is not None and eager._traced is None
+    with torch.no_grad():  # a different gru_iters is a different field: the loop is traced
+        short = net(img, ren, gru_iters=1).flows_px[-1]
+    assert (LearnedField(net, gru_iters=2)(img, ren)[0] - short).abs().max() > 1e-4
