@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 import copy
+import logging
 
 import numpy as np
 import torch
@@ -94,9 +95,14 @@ class LearnedField(FieldEstimator):
     def __call__(self, image, render):
         image = image.contiguous(memory_format=self._layout)
         render = render.contiguous(memory_format=self._layout)
-        if self._jit:
-            if self._traced is None:
+        if self._jit and self._traced is None:
+            try:
                 self._traced = self._trace(image, render)
+            except Exception as e:  # an optimisation only: the module gives the same field
+                self._jit = False
+                logging.getLogger(__name__).warning(
+                    f"the network could not be traced ({e!r}); running it as a module")
+        if self._jit:
             flow, logit = self._traced(image, render)
         else:
             out = self.net(image, render, gru_iters=self.gru_iters)

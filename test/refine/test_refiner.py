@@ -226,3 +226,25 @@ def test_learned_field_traced_on_a_cpu_gives_the_module_s_field_for_any_batch_an
     with torch.no_grad():  # a different gru_iters is a different field: the loop is traced
         short = net(img, ren, gru_iters=1).flows_px[-1]
     assert (LearnedField(net, gru_iters=2)(img, ren)[0] - short).abs().max() > 1e-4
+
+
+def test_learned_field_runs_the_module_when_tracing_fails(monkeypatch, caplog):
+    """Tracing is an optimisation: when it fails the estimator says so once and runs the
+    module, with the same field."""
+    from pose_refiner_ros.net.model import NetConfig
+    from pose_refiner_ros.refine.estimators import LearnedField
+
+    torch.manual_seed(0)
+    net = CorrespondenceNet(NetConfig(width=32, feat_dim=16, hidden=16, ctx=16)).eval()
+    img, ren = torch.rand(2, 3, 64, 64), torch.rand(2, 8, 64, 64)
+
+    def broken(*a, **k):
+        raise RuntimeError("no tracing here")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    field = LearnedField(net)
+    with caplog.at_level("WARNING"):
+        flow, _ = field(img, ren)
+        field(img, ren)
+    assert sum("could not be traced" in r.getMessage() for r in caplog.records) == 1
+    torch.testing.assert_close(flow, LearnedField(net, jit=False)(img, ren)[0])
