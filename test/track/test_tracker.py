@@ -23,8 +23,11 @@ def frames(models):
     return list(generate_sequence(models, np.random.default_rng(3), cfg))
 
 
+_VIEWPOINT_MODELS: dict = {}  # class_id -> model: built once for the module's tests (a few s each)
+
+
 def _provider(models):
-    cache = {}
+    cache = _VIEWPOINT_MODELS
     by_id = {m.class_id: m for m in models}
 
     def get(class_id):
