@@ -100,6 +100,11 @@ def main(args: list | None = None, managed: bool = False) -> int:
         status = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A timer's callback (diagnostics) can run after a signal has shut the context
+        # down, and its publish then fails: that is a normal stop, not a failure.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()
