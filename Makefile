@@ -5,6 +5,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Two test processes, one per core of the CI machine; a file's tests stay in one process
+# (its module fixtures are built once). PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup demo test lint clean
 
@@ -17,7 +20,7 @@ demo: setup
 # POSE_REFINER_REQUIRE_ROS=1: the middleware tests fail instead of skipping when rclpy or
 # a message package is missing.
 test: setup
-	POSE_REFINER_REQUIRE_ROS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	POSE_REFINER_REQUIRE_ROS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	@test -x $(VENV)/bin/ruff || $(PY) -m pip install -q -c $(VENV)/.setup/constraints.txt ruff

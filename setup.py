@@ -57,7 +57,7 @@ setup(
         "scikit-image",  # real photographs for training backgrounds (shipped in its wheel)
         "numba",  # the tracker's line measurements and solve (track/line_kernel.py)
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "hypothesis"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "pytest-xdist", "hypothesis"]},
     zip_safe=False,
     entry_points={
         "console_scripts": [

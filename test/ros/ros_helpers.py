@@ -34,10 +34,23 @@ def require_ros() -> None:
         pytest.skip(f"ROS 2 Python packages missing ({exc}); run `make test`")
 
 
+def domain_id(first: int, count: int) -> int:
+    """A DDS domain id for this test process among ``first .. first + count - 1``.
+
+    Under pytest-xdist (``make test`` runs two workers) the range is split between the
+    workers, so that two tests running at once never share a domain and see each
+    other's nodes; within a worker's share the process id picks one, so that two test
+    sessions on one machine are unlikely to meet either."""
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0) % workers
+    share = max(count // workers, 1)
+    return first + worker * share + os.getpid() % share
+
+
 def isolate_ros_env(env: dict) -> dict:
     """A domain id of this test session's own, localhost-only discovery, and the Fast
     DDS profile that lets best-effort camera images through (see
     ``config/fastdds_large_data.xml``)."""
     from pose_refiner_ros.ros.demo import ros_env
 
-    return ros_env(base={**env, "ROS_DOMAIN_ID": str(101 + os.getpid() % 100)})
+    return ros_env(base={**env, "ROS_DOMAIN_ID": str(domain_id(101, 100))})

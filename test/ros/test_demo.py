@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from ros_helpers import require_ros
+from ros_helpers import domain_id, require_ros
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,9 @@ def test_bundled_demo_objects_are_the_procedural_meshes():
 def test_demo_runs_the_node_and_reports(tmp_path):
     require_ros()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("ROS_DOMAIN_ID", None)  # the demo picks its own
+    # The demo isolates itself (localhost only) on the domain it is given, one no other
+    # test process uses at the same time.
+    env["ROS_DOMAIN_ID"] = str(domain_id(201, 30))
     proc = subprocess.run(
         [
             sys.executable,
