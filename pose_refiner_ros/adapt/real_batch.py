@@ -1,6 +1,6 @@
 """Training crops from the user's own frames at pseudo-poses.
 
-The same batch as ``data.synthetic.make_training_batch`` (so ``train.Trainer`` trains on
+The same batch as ``data.training_batch.make_training_batch`` (so ``train.Trainer`` trains on
 it unchanged), with the synthetic parts replaced by the recording's:
 
 - the image crop is the real frame, resampled around an initial pose drawn by the
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..data import synthetic as syn
+from ..data.training_batch import _jitter_crops
 from ..geometry.crop import Crop, compute_crops, crop_images
 from .pseudo_labels import AdaptFrame, PseudoLabels
 
@@ -56,7 +57,7 @@ def real_training_batch(frames: Sequence[AdaptFrame], pseudo: PseudoLabels,
                                         for i in mesh_idx]), dtype=torch.float32)
     crop = compute_crops(K, torch.as_tensor(T_init, dtype=torch.float32), corners, S,
                          margin=cfg.crop_margin)
-    K_crop, box = syn._jitter_crops(rng, K, crop.K_crop.float(), crop.box_xyxy.float(), S, cfg)
+    K_crop, box = _jitter_crops(rng, K, crop.K_crop.float(), crop.box_xyxy.float(), S, cfg)
     image = torch.cat([
         crop_images(_as_float(frames[p.frame].image_rgb),
                     Crop(box_xyxy=box[b:b + 1], K_crop=K_crop[b:b + 1], size=S))

@@ -26,6 +26,10 @@ from scipy.spatial.transform import Rotation
 import torch
 
 from . import synthetic as syn
+from .backgrounds import _background, _background_depth
+from .draws import _torch_gen
+from .image_effects import _finish_image, _sensor_depth
+from .item_shading import _phong, _sample_lights
 
 __all__ = ["MotionConfig", "SequenceFrame", "generate_sequence"]
 
@@ -106,7 +110,7 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
                  apparent_size_px=(base.apparent_size_px[0] * s, base.apparent_size_px[1] * s),
                  centre_margin=max(base.centre_margin, 0.3))
     H, W = cfg.height, cfg.width
-    gen = syn._torch_gen(rng)
+    gen = _torch_gen(rng)
     K = syn._sample_intrinsics(rng, sc, 1)[0]
     # A child stream: drawing from ``rng`` itself would change every later draw.
     camera_seed = int(rng.spawn(1)[0].integers(2**62))
@@ -128,10 +132,10 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
     meshes = syn._render_meshes(uniq)
     mesh_idx = torch.as_tensor([[id(u) for u in uniq].index(id(m)) for m in all_models],
                                dtype=torch.int64)
-    lights = syn._sample_lights(rng, len(all_models), sc)
-    bg = torch.from_numpy(syn._background(rng, H, W, sc)).float() / 255
+    lights = _sample_lights(rng, len(all_models), sc)
+    bg = torch.from_numpy(_background(rng, H, W, sc)).float() / 255
     p_far = T0[:, :3, 3].mean(0) * (1 + 2 * diam.max() / T0[:, 2, 3].min())
-    bg_depth = torch.from_numpy(syn._background_depth(rng, K, H, W, p_far, sc))
+    bg_depth = torch.from_numpy(_background_depth(rng, K, H, W, p_far, sc))
     R_occ = Rotation.random(random_state=rng).as_matrix()
     sweep = rng.choice([-1.0, 1.0])
     Kt = torch.as_tensor(np.tile(K, (len(all_models), 1, 1)), dtype=torch.float32)
@@ -152,7 +156,7 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
         frags = renderer.render(meshes, mesh_idx, Kt, torch.as_tensor(T, dtype=torch.float32),
                                 H, W)
         albedo = syn._albedo(frags, meshes, mesh_idx)
-        rgb = syn._phong(frags, albedo, Kt, lights)
+        rgb = _phong(frags, albedo, Kt, lights)
         inf = torch.tensor(float("inf"))
         zbuf = torch.where(frags.mask, frags.depth_m, inf)
         zmin, who = zbuf.min(0)
@@ -162,9 +166,9 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
                           bg)
         depth = torch.where(front, zmin, bg_depth)
         # The same camera in every frame: its draws repeat, the noise (``gen``) does not.
-        img = syn._finish_image(np.random.default_rng(camera_seed), gen,
+        img = _finish_image(np.random.default_rng(camera_seed), gen,
                                 img.permute(2, 0, 1)[None], sc)[0]
-        depth_s = syn._sensor_depth(rng, gen, depth[None, None], sc)[0, 0]
+        depth_s = _sensor_depth(rng, gen, depth[None, None], sc)[0, 0]
         who = torch.where(front, who, torch.full_like(who, -1))
         objs = []
         for k in range(n):

@@ -28,7 +28,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.target_probs = target_probs
 
     def __iter__(self):
-        from ..data.synthetic import make_training_batch
+        from ..data.training_batch import make_training_batch
 
         if self.device.type == "cpu":
             torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Training the correspondence-field network on synthetic data rendered from meshes.
 
-One step: draw a batch of zoom-in training crops (``data.synthetic.make_training_batch``:
+One step: draw a batch of zoom-in training crops (``data.training_batch.make_training_batch``:
 a mesh, a ground-truth pose, an initial pose from the protocol's perturbation, the image
 crop around the initial pose), then for ``outer_iters`` render-and-compare iterations:
 render at the current pose, run the network, compute the ground-truth field from the

@@ -54,7 +54,7 @@ def validate(net, renderer, models: Sequence, n_samples: int, crop_size: int, sy
         ``add01_init``, ``add01``: share of crops within ADD(-S) 0.1 d before / after;
         ``rot_med_init``, ``rot_med``: median rotation error, degrees, before / after.
     """
-    from ..data.synthetic import make_training_batch
+    from ..data.training_batch import make_training_batch
     from ..geometry.lie import rotation_angle_deg
 
     was_training = net.training

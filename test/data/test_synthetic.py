@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from pose_refiner_ros.data.procedural import procedural_models
-from pose_refiner_ros.data.synthetic import (
-    SyntheticConfig,
+from pose_refiner_ros.data.synthetic import SyntheticConfig, generate_scene
+from pose_refiner_ros.data.training_batch import (
     SyntheticDataset,
     draw_targets,
-    generate_scene,
     make_training_batch,
 )
 
@@ -188,17 +187,18 @@ def test_photo_backgrounds_come_from_the_bundled_photographs():
     """photo_background_prob draws real photographs shipped in scikit-image's wheel."""
     from dataclasses import replace
 
+    from pose_refiner_ros.data import backgrounds as bg
     from pose_refiner_ros.data import synthetic as syn
 
     rng = np.random.default_rng(0)
     cfg = replace(syn.SyntheticConfig(), photo_background_prob=1.0)
-    imgs = [syn._background(rng, 48, 64, cfg) for _ in range(6)]
+    imgs = [bg._background(rng, 48, 64, cfg) for _ in range(6)]
     for im in imgs:
         assert im.shape == (48, 64, 3) and im.dtype == np.uint8
     # Different photographs / crops, with texture (a photo is not a flat colour).
     assert len({im.tobytes() for im in imgs}) == 6
     assert all(im.std() > 3 for im in imgs)
-    assert len(syn._photos()) == len(syn.PHOTO_NAMES)
+    assert len(bg._photos()) == len(bg.PHOTO_NAMES)
 
 
 def test_targets_follow_the_given_probabilities(models, renderer):

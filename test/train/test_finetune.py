@@ -67,13 +67,14 @@ def test_fine_tuning_samples_show_the_users_objects_at_the_configured_share(
         objects_yaml, monkeypatch, share):
     """Count the targets of 400 training samples by source, without rendering: the batch
     maker is replaced by one that draws the targets as the real one does."""
-    from pose_refiner_ros.data import synthetic
+    from pose_refiner_ros.data import training_batch
 
     def targets_only(models, rng, batch_size, crop_size, cfg, renderer, device="cpu",
                      target_probs=None):
-        return {"mesh_idx": synthetic.draw_targets(rng, len(models), batch_size, target_probs)}
+        return {"mesh_idx": training_batch.draw_targets(rng, len(models), batch_size,
+                                                        target_probs)}
 
-    monkeypatch.setattr(synthetic, "make_training_batch", targets_only)
+    monkeypatch.setattr(training_batch, "make_training_batch", targets_only)
     tr = _trainer(objects_yaml, batch_size=8, user_object_share=share)
     assert [m.class_id for m in tr.user_models] == ["part", "can"]
     assert tr.models[:2] == tr.user_models and len(tr.models) == 2 + TINY["n_train_meshes"]
