@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data import synthetic as syn
-from ..data.training_batch import _jitter_crops
+from ..data.training_batch import _jitter_crops, batch_dict
 from ..geometry.crop import Crop, compute_crops, crop_images
 from .pseudo_labels import AdaptFrame, PseudoLabels
 
@@ -92,21 +92,9 @@ def real_training_batch(frames: Sequence[AdaptFrame], pseudo: PseudoLabels,
         b = -1 - own[j]
         front[b] = torch.minimum(front[b], z[j])
     visib = mask_gt & (z[tgt] <= front)
-    n_sil = mask_gt.flatten(1).sum(1).float()
-    return {
-        "image": image.float().contiguous(),
-        "depth_m": torch.zeros(B, 1, S, S),
-        "K_crop": K_crop.float(),
-        "box_xyxy": box.float(),
-        "K": K,
-        "T_gt": torch.as_tensor(T_gt, dtype=torch.float32),
-        "T_init": torch.as_tensor(T_init, dtype=torch.float32),
-        "mesh_idx": torch.as_tensor(mesh_idx, dtype=torch.int64),
-        "visib_mask": visib[:, None],
-        "mask_gt": mask_gt[:, None],
-        "depth_gt_m": depth_gt[:, None].float(),
-        "visib_fract": visib.flatten(1).sum(1).float() / n_sil.clamp_min(1),
-    }
+    visib_fract = visib.flatten(1).sum(1).float() / mask_gt.flatten(1).sum(1).float().clamp_min(1)
+    return batch_dict(image, torch.zeros(B, 1, S, S), K_crop, box, K, T_gt, T_init, mesh_idx,
+                      visib, mask_gt, depth_gt, visib_fract)
 
 
 def _as_float(image_rgb: np.ndarray) -> torch.Tensor:

@@ -322,18 +322,27 @@ def make_training_batch(
     image = _finish_image(rng, gen, image, cfg)
     depth = _sensor_depth(rng, gen, depth, cfg)
 
+    return batch_dict(image, depth, K_crop, box, K_t, T_gt, T_init, mesh_idx, visib,
+                      tgt_mask.clone(), tgt_depth.clone(), visib_fract)
+
+
+def batch_dict(image, depth, K_crop, box, K, T_gt, T_init, mesh_idx, visib, mask_gt,
+               depth_gt, visib_fract) -> dict:
+    """The training batch as :func:`make_training_batch` documents it, from its parts
+    (masks and depths ``(B, S, S)``, given a channel axis here); shared with the batches
+    of real frames (``adapt.real_batch``)."""
     return {
         "image": image.float().contiguous(),
         "depth_m": depth.float().contiguous(),
         "K_crop": K_crop.float(),
         "box_xyxy": box.float(),
-        "K": K_t,
+        "K": K,
         "T_gt": torch.as_tensor(T_gt, dtype=torch.float32),
         "T_init": torch.as_tensor(T_init, dtype=torch.float32),
         "mesh_idx": torch.as_tensor(mesh_idx, dtype=torch.int64),
         "visib_mask": visib[:, None],
-        "mask_gt": tgt_mask[:, None].clone(),
-        "depth_gt_m": tgt_depth[:, None].clone(),
+        "mask_gt": mask_gt[:, None],
+        "depth_gt_m": depth_gt[:, None].float(),
         "visib_fract": visib_fract,
     }
 
