@@ -52,6 +52,7 @@ import time
 import numpy as np
 
 from . import bag_io as B
+from . import bag_messages as BM
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
 from .published import publish_decision
 from .report_header import settings
@@ -397,15 +398,15 @@ class _Run:
         dets = []
         for name, cid, T, score in out:
             m = self.registry[cid]
-            dets.append(B.DetectionOut(cid, T, score, m.bbox_min_m, m.bbox_max_m, name))
-        w.write(OUT_DETECTIONS, t, B.detections_msg(dets, stamp_ns, frame_id))
+            dets.append(BM.DetectionOut(cid, T, score, m.bbox_min_m, m.bbox_max_m, name))
+        w.write(OUT_DETECTIONS, t, BM.detections_msg(dets, stamp_ns, frame_id))
         candidates = [o for o in out if not p.target_class_id or o[1] == p.target_class_id]
         if candidates:
             best = max(candidates, key=lambda o: o[3])
-            w.write(OUT_POSE, t, B.pose_stamped_msg(best[2], stamp_ns, frame_id))
+            w.write(OUT_POSE, t, BM.pose_stamped_msg(best[2], stamp_ns, frame_id))
         if p.publish_tf and out and stamp_ns > self.last_tf_stamp:
             self.last_tf_stamp = stamp_ns
-            w.write(OUT_TF, t, B.tf_msg([(frame_id, name, T) for name, _, T, _ in out], stamp_ns))
+            w.write(OUT_TF, t, BM.tf_msg([(frame_id, name, T) for name, _, T, _ in out], stamp_ns))
 
 
 def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: str | os.PathLike,

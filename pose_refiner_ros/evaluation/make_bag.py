@@ -40,6 +40,7 @@ import sys
 import numpy as np
 
 from . import bag_io as B
+from . import bag_messages as BM
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
 
 __all__ = ["make_bag", "add_subcommand", "TOPICS"]
@@ -262,15 +263,15 @@ def _write(stage: Staging, out: Path, source: str, info: dict, *, storage, frame
             for i, (rgb, depth_m, K, objs) in enumerate(gen):
                 t = START_NS + int(round(i * 1e9 / rate_hz))
                 h, wd = rgb.shape[:2]
-                w.write(TOPICS["camera_info"], t, B.camera_info_msg(K, wd, h, t, FRAME_ID))
-                w.write(TOPICS["image"], t, B.image_msg(rgb, encoding, t, FRAME_ID))
+                w.write(TOPICS["camera_info"], t, BM.camera_info_msg(K, wd, h, t, FRAME_ID))
+                w.write(TOPICS["image"], t, BM.image_msg(rgb, encoding, t, FRAME_ID))
                 if depth:
                     d = depth_m if depth_m is not None else np.zeros((h, wd), np.float32)
-                    w.write(TOPICS["depth"], t, B.image_msg(d, depth, t, FRAME_ID))
-                w.write(TOPICS["ground_truth"], t, B.detections_msg(
-                    [B.DetectionOut(c, T_gt, 1.0) for c, T_gt, _ in objs], t, FRAME_ID))
-                w.write(TOPICS["detections"], t + DETECTOR_LATENCY_NS, B.detections_msg(
-                    [B.DetectionOut(c, T_init, 0.9) for c, _, T_init in objs], t, FRAME_ID))
+                    w.write(TOPICS["depth"], t, BM.image_msg(d, depth, t, FRAME_ID))
+                w.write(TOPICS["ground_truth"], t, BM.detections_msg(
+                    [BM.DetectionOut(c, T_gt, 1.0) for c, T_gt, _ in objs], t, FRAME_ID))
+                w.write(TOPICS["detections"], t + DETECTOR_LATENCY_NS, BM.detections_msg(
+                    [BM.DetectionOut(c, T_init, 0.9) for c, _, T_init in objs], t, FRAME_ID))
                 gt_frames.append((t, [(c, T_gt) for c, T_gt, _ in objs]))
                 n_frames += 1
                 n_objects += len(objs)

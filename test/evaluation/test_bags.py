@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from pose_refiner_ros.evaluation import bag_io as B
+from pose_refiner_ros.evaluation import bag_messages as BM
 from pose_refiner_ros.ros import conversions as conv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def test_vision_msgs_definitions_match_the_interfaces_and_upstream():
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
 def test_colour_image_round_trip_through_the_node_conversions(encoding):
     rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    msg = B.image_msg(rgb, encoding, 5, "cam")
+    msg = BM.image_msg(rgb, encoding, 5, "cam")
     raw = B.typestore().serialize_cdr(msg, B.IMAGE)
     back = B.typestore().deserialize_cdr(raw, B.IMAGE)
     assert back.encoding == encoding and (back.height, back.width) == (H, W)
@@ -67,7 +68,7 @@ def test_colour_image_round_trip_through_the_node_conversions(encoding):
 def test_depth_image_round_trip(encoding, tol):
     depth = np.random.default_rng(1).uniform(0.3, 3.0, (H, W)).astype(np.float32)
     depth[0, :5] = 0.0
-    back = conv.depth_to_m(B.image_msg(depth, encoding, 5, "cam"))
+    back = conv.depth_to_m(BM.image_msg(depth, encoding, 5, "cam"))
     np.testing.assert_allclose(back, depth, atol=tol)
     assert np.all(back[0, :5] == 0)
 
@@ -79,14 +80,14 @@ def test_pose_detection_and_tf_messages_carry_the_pose():
     T = np.eye(4)
     T[:3, :3] = Rotation.random(random_state=3).as_matrix()
     T[:3, 3] = rng.normal(size=3) * 0.1 + (0, 0, 1)
-    pose = B.pose_stamped_msg(T, 1, "c").pose
+    pose = BM.pose_stamped_msg(T, 1, "c").pose
     np.testing.assert_allclose(conv.pose_to_matrix(pose), T, atol=1e-12)
-    msg = B.detections_msg([B.DetectionOut("mug", T, 0.7, -np.ones(3), np.ones(3), "m0")], 7, "c")
+    msg = BM.detections_msg([BM.DetectionOut("mug", T, 0.7, -np.ones(3), np.ones(3), "m0")], 7, "c")
     objects, rejections = conv.detections_to_objects(msg, "c")
     assert not rejections and objects[0].class_id == "mug"
     assert objects[0].score == pytest.approx(0.7)
     np.testing.assert_allclose(objects[0].T_cam_obj, T, atol=1e-12)
-    tf = B.tf_msg([("c", "obj", T)], 9).transforms[0]
+    tf = BM.tf_msg([("c", "obj", T)], 9).transforms[0]
     assert (tf.header.frame_id, tf.child_frame_id) == ("c", "obj")
     assert B.stamp_to_ns(tf.header.stamp) == 9
 
@@ -115,8 +116,8 @@ def test_writer_reader_round_trip(tmp_path, storage):
         w.add_topic("/cam/image", B.IMAGE)
         w.add_topic("/pose", B.POSE_STAMPED)
         for i in range(3):
-            w.write("/cam/image", 100 + i, B.image_msg(rgb, "rgb8", 1000 + i, "cam"))
-            w.write("/pose", 100 + i, B.pose_stamped_msg(np.eye(4), 1000 + i, "cam"))
+            w.write("/cam/image", 100 + i, BM.image_msg(rgb, "rgb8", 1000 + i, "cam"))
+            w.write("/pose", 100 + i, BM.pose_stamped_msg(np.eye(4), 1000 + i, "cam"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"]  # no partial left
     with B.BagReader(path) as bag:
         assert bag.storage == storage
@@ -130,7 +131,7 @@ def test_writer_interrupted_leaves_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with B.BagWriter(tmp_path / "bag", "mcap") as w:
             w.add_topic("/pose", B.POSE_STAMPED)
-            w.write("/pose", 1, B.pose_stamped_msg(np.eye(4), 1, "c"))
+            w.write("/pose", 1, BM.pose_stamped_msg(np.eye(4), 1, "c"))
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
 
@@ -160,7 +161,7 @@ def _small_bag(tmp_path: Path, storage: str) -> Path:
     with B.BagWriter(path, storage) as w:
         w.add_topic("/pose", B.POSE_STAMPED)
         for i in range(200):
-            w.write("/pose", i, B.pose_stamped_msg(np.eye(4), i, "c"))
+            w.write("/pose", i, BM.pose_stamped_msg(np.eye(4), i, "c"))
     return path
 
 
@@ -405,7 +406,7 @@ def _compressed_copy(src: Path, dst: Path, compression: str, keep_raw: bool = Fa
         for conn, t_ns, raw in bag.raw_messages():
             if conn.topic == image:
                 msg = bag.deserialize(raw, conn.msgtype)
-                w.write(topic, t_ns, B.compressed_image_msg(
+                w.write(topic, t_ns, BM.compressed_image_msg(
                     conv.image_to_rgb(msg), compression, B.stamp_to_ns(msg.header.stamp),
                     msg.header.frame_id))
                 if not keep_raw:

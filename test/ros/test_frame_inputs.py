@@ -109,9 +109,10 @@ def test_depth_that_does_not_fit_is_dropped_and_the_frame_goes_on():
 
 def test_rosbags_compressed_images_read_like_rclpy_ones():
     from pose_refiner_ros.evaluation import bag_io as B
+    from pose_refiner_ros.evaluation import bag_messages as BM
 
     img = _rgb()
-    msg = B.compressed_image_msg(img, "png", 5, "cam")
+    msg = BM.compressed_image_msg(img, "png", 5, "cam")
     raw = B.typestore().serialize_cdr(msg, B.COMPRESSED_IMAGE)
     back = B.typestore().deserialize_cdr(raw, B.COMPRESSED_IMAGE)
     images, rejections = frame_images(back, None, _cam())
