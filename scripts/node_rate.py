@@ -49,14 +49,8 @@ def main() -> int:
     from pose_refiner_ros.evaluation import metrics as M
     from pose_refiner_ros.mesh.registry import ObjectRegistry
     from pose_refiner_ros.ros import conversions as conv
-    from pose_refiner_ros.ros.demo import (
-        ENV_KEYS,
-        FRAME_ID,
-        ResultCollector,
-        ros_env,
-        start_node,
-        stop_node,
-    )
+    from pose_refiner_ros.ros.demo import FRAME_ID, ResultCollector
+    from pose_refiner_ros.ros.node_process import ENV_KEYS, ros_env, start_node, stop_node
 
     objects_yaml = ROOT / "models" / "demo" / "objects.yaml"
     registry = ObjectRegistry.from_yaml(objects_yaml)

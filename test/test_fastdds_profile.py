@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 import xml.etree.ElementTree as ET
 
-from pose_refiner_ros.ros.demo import large_data_profile, ros_env
+from pose_refiner_ros.ros.node_process import large_data_profile, ros_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = {"dds": "http://www.eprosima.com"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pose_refiner_ros.ros.demo import ENV_KEYS, ros_env
+from pose_refiner_ros.ros.node_process import ENV_KEYS, ros_env
 
 _env = ros_env()
 for _key in ENV_KEYS[3:]:  # the Fast DDS profile only; domain ids are set per test

@@ -25,7 +25,7 @@ CLASSES = ("mug", "compound", "lshape", "box")
 
 def node_command(namespace: str, overrides: dict, remap: dict | None = None) -> list:
     """``refiner_node --ros-args ...`` as the launch file builds it (the demo's builder)."""
-    from pose_refiner_ros.ros.demo import node_launch_command
+    from pose_refiner_ros.ros.node_process import node_launch_command
 
     return node_launch_command(PARAMS_FILE, namespace, overrides, remap)
 
@@ -43,7 +43,7 @@ def start_node(namespace: str, overrides: dict, env: dict, log_path: Path, remap
 
 
 def stop_node(proc, timeout: float = 15.0) -> int:
-    from pose_refiner_ros.ros.demo import stop_node as stop
+    from pose_refiner_ros.ros.node_process import stop_node as stop
 
     return stop(proc, timeout)
 
@@ -54,7 +54,7 @@ def run_node(args: list, timeout: float = 60.0, until: str | None = None,
     None), with ``args`` after it; return (exit code, or None while it still ran; exit
     code after stopping it; its output). With ``until``, stop it (SIGINT) once its
     output contains that text, else after ``timeout`` s."""
-    from pose_refiner_ros.ros.demo import node_command as executable
+    from pose_refiner_ros.ros.node_process import node_command as executable
 
     files = ["--params-file", str(params_file)] if params_file is not None else []
     return run_command(executable() + ["--ros-args", "-r", "__node:=pose_refiner", *files, *args],
@@ -331,7 +331,7 @@ def use_ros_env(env: dict) -> dict:
     """Point this process's ROS variables (``ros.demo.ENV_KEYS``) at ``env``
     (:func:`env_for_ros`), for the test's own peer nodes; returns what to hand
     :func:`restore_env` afterwards."""
-    from pose_refiner_ros.ros.demo import ENV_KEYS
+    from pose_refiner_ros.ros.node_process import ENV_KEYS
 
     saved = {k: os.environ.get(k) for k in ENV_KEYS}
     os.environ.update({k: env[k] for k in ENV_KEYS if k in env})

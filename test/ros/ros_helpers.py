@@ -51,6 +51,6 @@ def isolate_ros_env(env: dict) -> dict:
     """A domain id of this test session's own, localhost-only discovery, and the Fast
     DDS profile that lets best-effort camera images through (see
     ``config/fastdds_large_data.xml``)."""
-    from pose_refiner_ros.ros.demo import ros_env
+    from pose_refiner_ros.ros.node_process import ros_env
 
     return ros_env(base={**env, "ROS_DOMAIN_ID": str(domain_id(101, 100))})

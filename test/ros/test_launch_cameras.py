@@ -169,7 +169,8 @@ def test_two_camera_launch_runs_two_nodes_each_on_its_own_camera(tmp_path):
     import rclpy
 
     from pose_refiner_ros.mesh.registry import ObjectRegistry
-    from pose_refiner_ros.ros.demo import make_recording, stop_node
+    from pose_refiner_ros.ros.demo import make_recording
+    from pose_refiner_ros.ros.node_process import stop_node
 
     doc = yaml.safe_load(CONFIG.read_text())
     doc["/**"]["ros__parameters"].update(CHEAP)

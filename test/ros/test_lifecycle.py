@@ -92,7 +92,8 @@ def test_managed_node_publishes_only_while_active(tmp_path):
     import rclpy
 
     from pose_refiner_ros.mesh.registry import ObjectRegistry
-    from pose_refiner_ros.ros.demo import make_recording, stop_node
+    from pose_refiner_ros.ros.demo import make_recording
+    from pose_refiner_ros.ros.node_process import stop_node
 
     doc = yaml.safe_load((ROOT / "config" / "refiner.yaml").read_text())
     doc["/**"]["ros__parameters"].update(CHEAP)
