@@ -167,7 +167,7 @@ def generate_sequence(models: Sequence, rng: np.random.Generator,
         depth = torch.where(front, zmin, bg_depth)
         # The same camera in every frame: its draws repeat, the noise (``gen``) does not.
         img = _finish_image(np.random.default_rng(camera_seed), gen,
-                                img.permute(2, 0, 1)[None], sc)[0]
+                            img.permute(2, 0, 1)[None], sc)[0]
         depth_s = _sensor_depth(rng, gen, depth[None, None], sc)[0, 0]
         who = torch.where(front, who, torch.full_like(who, -1))
         objs = []

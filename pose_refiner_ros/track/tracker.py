@@ -65,8 +65,8 @@ class TrackerConfig:
             only; lower: carried over from earlier frames, steadier under occlusion).
             A colour model drawn from bands placed by the pose partly follows the pose
             (docs/benchmarks.md, "After the fourth release"); carried longer, it follows
-            it less. RGB ADD(-S)@0.1d on 8 tracking sequences, re-registrations landing
-            9 frames later: 0.6 47.7%, 0.3 51.0%, 0.15 55.0%, 0.05 56.7% (more frames
+            it less. RGB ADD(-S)@0.1d on 8 tracking sequences (AMD EPYC), re-registrations
+            landing 9 frames later: 0.6 47.7%, 0.3 51.0%, 0.15 55.0%, 0.05 56.7% (more frames
             lost: 159 against 110); 6 frames later: 0.3 54.2%, 0.15 57.1%.
         lost_below: a quality below this marks the object ``lost``.
         reregister_below: without a depth image, a quality below this (at least
