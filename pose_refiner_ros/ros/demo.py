@@ -373,10 +373,16 @@ def run_demo(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
                     return 1
-                if time.monotonic() > t_retry and "detections" not in (
-                    collector.results.get(frame.stamp) or {}
-                ):
-                    collector.publish_frame(frame)  # a lost best-effort image: send it again
+                if time.monotonic() > t_retry:
+                    with collector.lock:
+                        have = sorted(k for k in collector.results.get(frame.stamp) or {}
+                                      if not k.startswith("t_"))
+                    print(f"      frame {i + 1}: no result after {time.monotonic() - t_pub:.0f} s "
+                          f"(received: {', '.join(have) or 'nothing'})", flush=True)
+                    if "detections" not in have:
+                        # A lost best-effort image: send it again. (Once refined, a
+                        # stamp is never refined twice: the node skips duplicates.)
+                        collector.publish_frame(frame)
                     t_retry = time.monotonic() + 10.0
                 time.sleep(0.005)
             latency_ms = 1e3 * (res["t_detections"] - t_pub)
@@ -398,7 +404,7 @@ def run_demo(args: argparse.Namespace) -> int:
             time.sleep(0.05)
         summarize(rows_all, latencies, out_dir, time.monotonic() - t_start, collector.diagnostics)
     finally:
-        executor.shutdown()
+        executor.shutdown(timeout_sec=5.0)  # bounded: a stuck callback must not hang the exit
         collector.node.destroy_node()
         rclpy.try_shutdown(context=context)
         stop_node(proc)

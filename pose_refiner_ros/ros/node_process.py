@@ -97,7 +97,9 @@ def ros_env(base: dict | None = None) -> dict:
     ``ROS_DOMAIN_ID`` is set, localhost-only discovery, and, unless a Fast DDS profile of
     the user's is set, the installed large-data profile (:func:`large_data_profile`)."""
     env = dict(os.environ if base is None else base)
-    env.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
+    # 1..101: the domain ids whose DDS ports stay below Linux's ephemeral port range
+    # (32768 and up), where a socket the system handed out could hold a discovery port.
+    env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 101))
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     if env.get("ROS_DISTRO") == "humble":
         env["ROS_LOCALHOST_ONLY"] = "1"

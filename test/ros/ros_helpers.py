@@ -37,6 +37,10 @@ def require_ros() -> None:
 def domain_id(first: int, count: int) -> int:
     """A DDS domain id for this test process among ``first .. first + count - 1``.
 
+    The tests share out 1..100, the ids whose DDS ports lie below Linux's ephemeral port
+    range (ROS 2's "About Domain ID"): node tests 1..70, the demo 71..90, the
+    middleware test 91..100.
+
     Under pytest-xdist (``make test`` runs two workers) the range is split between the
     workers, so that two tests running at once never share a domain and see each
     other's nodes; within a worker's share the process id picks one, so that two test
@@ -53,4 +57,4 @@ def isolate_ros_env(env: dict) -> dict:
     ``config/fastdds_large_data.xml``)."""
     from pose_refiner_ros.ros.node_process import ros_env
 
-    return ros_env(base={**env, "ROS_DOMAIN_ID": str(domain_id(101, 100))})
+    return ros_env(base={**env, "ROS_DOMAIN_ID": str(domain_id(1, 70))})
