@@ -66,7 +66,7 @@ class AdaptConfig:
 
 
 def _refiner(params, registry, model_path):
-    from ..evaluation.eval_bag import build_refiner
+    from ..evaluation.node_config import build_refiner
 
     refiner, _ = build_refiner(replace(params, model_path=str(model_path)), registry)
     return refiner
@@ -87,7 +87,7 @@ def adapt(frames: Sequence[AdaptFrame], objects_yaml: str, init_model: str, out_
         log: where progress lines go.
     """
     from ..evaluation.all_or_nothing import pause_for_test
-    from ..evaluation.eval_bag import load_node_params
+    from ..evaluation.node_config import load_node_params
     from ..mesh.registry import ObjectRegistry
     from ..train.config import TrainConfig
     from ..train.trainer import Trainer

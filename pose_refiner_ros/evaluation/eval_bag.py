@@ -28,13 +28,7 @@ nothing (:mod:`.all_or_nothing`): everything is written into ``--out``'s
 removes it all, one during the move takes effect once the output is whole, and stale
 partial files of earlier runs are removed at the start.
 
-Ground-truth sidecar file (``--gt-file``), JSON::
-
-    {"frames": [{"stamp_ns": 1700000000000000000,
-                 "objects": [{"class_id": "mug", "T_cam_obj": [[...], [...], [...], [...]]}]}]}
-
-(``T_cam_obj`` 4x4 row-major in metres, in the image's camera frame; ``stamp_ns`` the
-image's header stamp; ``"stamp": {"sec": .., "nanosec": ..}`` is accepted instead).
+Ground truth from a sidecar file (``--gt-file``): :mod:`.gt_file`.
 """
 
 from __future__ import annotations
@@ -42,27 +36,26 @@ from __future__ import annotations
 import argparse
 from collections import deque
 from dataclasses import dataclass, fields, replace
-import json
 import os
 from pathlib import Path
-import re
 import sys
 import time
 
 import numpy as np
 
+from ..ros.publish_rules import publish_decision, tf_frame_name
 from . import bag_io as B
 from . import bag_messages as BM
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
-from .published import publish_decision
+from .gt_file import read_ground_truth_file
+from .node_config import add_node_options, build_refiner, load_node_params, load_registry
 from .report_header import settings
 from .report_text import format_summary
 
 #: Partial files that earlier versions of eval-bag, killed hard, left in ``--out``.
 STALE_PARTIALS = (".*_refined.partial", ".objects.*.jsonl.partial", ".report.*.partial")
 
-__all__ = ["eval_bag", "BagTopics", "resolve_topics", "read_ground_truth_file",
-           "load_node_params", "build_refiner", "load_registry", "add_subcommand"]
+__all__ = ["eval_bag", "BagTopics", "resolve_topics", "add_subcommand"]
 
 OUT_POSE = "/refined_pose"
 OUT_DETECTIONS = "/refined_detections"
@@ -109,124 +102,6 @@ def resolve_topics(bag: B.BagReader, image: str | None = None, camera_info: str 
             raise B.BagError(f"{bag.path}: {img} cannot be both the image and the depth; name them "
                              "with --image-topic and --depth-topic")
     return BagTopics(img, info, dets, dep, gt, bag.topics[gt] if gt else None)
-
-
-def read_ground_truth_file(path: str | os.PathLike) -> dict[int, list[tuple[str, np.ndarray]]]:
-    """The sidecar ground truth (module docstring): image stamp (ns) -> ``[(class_id, T)]``."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        out: dict[int, list] = {}
-        for fr in data["frames"]:
-            if "stamp_ns" in fr:
-                stamp = int(fr["stamp_ns"])
-            else:
-                stamp = int(fr["stamp"]["sec"]) * 1_000_000_000 + int(fr["stamp"]["nanosec"])
-            objs = []
-            for o in fr["objects"]:
-                T = np.asarray(o["T_cam_obj"], dtype=np.float64)
-                if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-                    raise ValueError(f"T_cam_obj of {o.get('class_id')!r} at stamp {stamp}: "
-                                     f"expected a finite 4x4 matrix, got shape {T.shape}")
-                objs.append((str(o["class_id"]), T))
-            out.setdefault(stamp, []).extend(objs)
-        return out
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--gt-file {path}: no such file") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(
-            f"--gt-file {path}: not a ground-truth file ({type(e).__name__}: {e}); expected JSON "
-            '{"frames": [{"stamp_ns": int, "objects": [{"class_id": str, "T_cam_obj": 4x4}]}]}'
-        ) from None
-
-
-def write_ground_truth_file(path: str | os.PathLike,
-                            frames: list[tuple[int, list[tuple[str, np.ndarray]]]]) -> None:
-    """Write a sidecar ground-truth file: ``[(stamp_ns, [(class_id, T_cam_obj)])]``."""
-    data = {"frames": [{"stamp_ns": int(s), "objects": [
-        {"class_id": c, "T_cam_obj": np.asarray(T, dtype=np.float64).round(12).tolist()}
-        for c, T in objs]} for s, objs in frames]}
-    tmp = Path(path).with_name(Path(path).name + ".partial")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-# -- the node's configuration ----------------------------------------------------------------
-
-
-def load_node_params(params_file: str | os.PathLike | None = None, **overrides):
-    """The node's parameters: defaults, then a ROS params file (``/**:`` or any node name
-    with ``ros__parameters``), then ``overrides`` (None values ignored); each value is
-    checked by the node's own validation.
-
-    Raises:
-        ValueError: an invalid value, naming the parameter and the file.
-    """
-    import yaml
-
-    from ..ros.params import SPECS, NodeParams, validate
-
-    values: dict = {}
-    if params_file is not None:
-        try:
-            doc = yaml.safe_load(Path(params_file).read_text()) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"--params {params_file}: no such file") from None
-        sections = [v["ros__parameters"] for v in doc.values()
-                    if isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)]
-        if not sections:
-            raise ValueError(f"--params {params_file}: no '<node>: ros__parameters:' section "
-                             "(see config/refiner.yaml)")
-        for sec in sections:
-            values.update({k: v for k, v in sec.items() if k in SPECS})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    for k, v in values.items():
-        if isinstance(SPECS[k].default, float) and isinstance(v, int) and not isinstance(v, bool):
-            values[k] = float(v)
-        why = validate(k, values[k])
-        if why:
-            raise ValueError(why + (f" (in {params_file})" if params_file else ""))
-    return NodeParams.defaults().with_values(values)
-
-
-def load_registry(spec: str | os.PathLike):
-    """The registered objects: an objects YAML, or ``bop:MODELS_DIR`` (a BOP ``models/``
-    directory, or a dataset root containing one; class ids ``obj_000001``...)."""
-    spec = str(spec)
-    if spec.startswith("bop:"):
-        from ..data.bop import registry_from_bop_models
-
-        p = Path(spec[4:])
-        return registry_from_bop_models(p / "models" if (p / "models").is_dir() else p)
-    from ..mesh.registry import ObjectRegistry
-    from ..ros.params import resolve_path
-
-    try:
-        path = resolve_path(spec, "objects")
-    except FileNotFoundError as e:
-        raise FileNotFoundError(str(e).replace("parameter 'objects'", "--objects")) from None
-    return ObjectRegistry.from_yaml(path)
-
-
-def build_refiner(params, registry):
-    """The :class:`Refiner` the node builds from ``params`` (``ros.params.refiner_from_params``).
-
-    Returns (refiner, model file or None). Raises FileNotFoundError when the mode needs a
-    model file that is missing.
-    """
-    from ..ros.params import refiner_from_params
-
-    try:
-        refiner, model, _ = refiner_from_params(params, registry)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}; pass --model PATH, or --mode flow to refine without a "
-                                "trained model") from None
-    return refiner, model
-
-
-def tf_frame_name(prefix: str, class_id: str, k: int) -> str:
-    """The node's TF child frame name (``ros.node.tf_frame_name``, which needs rclpy)."""
-    return f"{prefix}{re.sub(r'[^A-Za-z0-9_]', '_', class_id)}_{k}"
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -543,30 +418,6 @@ def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: s
 
 
 # -- command line ------------------------------------------------------------------------------
-
-
-def add_node_options(p, depth_help: str) -> None:
-    """The options of ``eval`` and ``eval-bag`` that set node parameters; each names the
-    node default it falls back to (read from the parameter specs)."""
-    from ..ros.params import SPECS
-
-    node = {k: spec.default for k, spec in SPECS.items()}
-    p.add_argument("--model", help="refiner checkpoint (node parameter model_path; default: "
-                   f"--params' value, else {node['model_path']})")
-    p.add_argument("--mode", choices=("auto", "learned", "region", "flow", "gcf-adam"),
-                   help="refinement mode (node parameter mode; default: --params' value, "
-                   f"else {node['mode']}: learned when the model file exists, else region)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (node parameter device; "
-                   f"default: --params' value, else {node['device']})")
-    p.add_argument("--params", help="the node's ROS params file (default: the node's "
-                   "defaults, as in config/refiner.yaml)")
-    p.add_argument("--iterations", type=int, help="render-and-compare iterations (node "
-                   f"parameter iterations; default: --params' value, else {node['iterations']})")
-    p.add_argument("--crop-size", type=int, help="crop side, pixels (node parameter "
-                   f"crop_size; default: --params' value, else {node['crop_size']})")
-    p.add_argument("--use-depth", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"{depth_help} (node parameter use_depth; default: --params' value, "
-                   "else off)")
 
 
 def add_subcommand(subparsers, name: str, help: str) -> None:

@@ -160,7 +160,7 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
         max_images: evaluate at most this many images.
         obj_ids: BOP objects to evaluate (None: all).
         params_file, model, mode, device, iterations, crop_size, use_depth: the
-            refiner, as for the node (see :func:`.eval_bag.load_node_params`).
+            refiner, as for the node (see :func:`.node_config.load_node_params`).
         pix3d_json, model_scale: Pix3D annotation file and model units to metres.
         progress, plots: progress bar, PNG plots.
         registry, refiner: use these instead of building them (tests, benchmarks).
@@ -170,7 +170,7 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
             CAD model.
     """
     from ..data.perturb import perturb_pose
-    from .eval_bag import build_refiner, load_node_params
+    from .node_config import build_refiner, load_node_params
     from .report import Evaluation, ObjectResult, evaluate_object, match_ground_truth
 
     out_dir = Path(out_dir)
@@ -330,7 +330,7 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
 
 
 def add_subcommand(subparsers, name: str, help: str) -> None:
-    from .eval_bag import add_node_options
+    from .node_config import add_node_options
 
     p = subparsers.add_parser(name, help=help, description=help,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)

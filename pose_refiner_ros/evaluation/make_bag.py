@@ -224,11 +224,11 @@ def _write(stage: Staging, out: Path, source: str, info: dict, *, storage, frame
            objects, width, height, rate_hz, depth, encoding, split, gt_file, n_procedural,
            progress, camera="varied") -> tuple[int, int]:
     """Write everything of :func:`make_bag` into ``stage``; ``(frames, objects)``."""
-    from .eval_bag import write_ground_truth_file
+    from .gt_file import write_ground_truth_file
 
     if source == "synthetic":
         if objects:
-            from .eval_bag import load_registry
+            from .node_config import load_registry
 
             models = list(load_registry(objects).models)
             info["objects_spec"] = str(objects)

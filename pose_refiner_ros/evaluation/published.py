@@ -13,15 +13,7 @@ from collections.abc import Sequence
 
 from . import metrics as M
 
-__all__ = ["publish_decision", "as_published", "published_lines"]
-
-
-def publish_decision(r, confidence_threshold: float, low_confidence_action: str) -> str:
-    """What the node publishes of a ``RefineResult``: ``"refined"``, ``"coarse"`` or
-    ``""`` (withheld)."""
-    if not r.diverged and r.score >= confidence_threshold:
-        return "refined"
-    return "coarse" if low_confidence_action == "publish_coarse" else ""
+__all__ = ["as_published", "published_lines"]
 
 
 def as_published(init: Sequence, ref: Sequence, published: Sequence[str | None]) -> dict | None:
@@ -30,7 +22,8 @@ def as_published(init: Sequence, ref: Sequence, published: Sequence[str | None])
     Args:
         init, ref: ``PoseMetrics`` of the coarse and refined pose of each object with
             ground truth.
-        published: :func:`publish_decision` of each, or None (no node rule: returns None).
+        published: ``ros.publish_rules.publish_decision`` of each, or None (no node
+            rule: returns None).
 
     Returns:
         ``{"objects", "published", "withheld", "published_coarse", "metrics"}``;

@@ -422,7 +422,7 @@ def published_poses(res: dict) -> dict:
 
 def frame_rows(registry, frame: DemoFrame, res: dict) -> list:
     """Per object of a frame: errors of the coarse and (when published) refined pose."""
-    from .node import tf_frame_name
+    from .publish_rules import tf_frame_name
 
     published = published_poses(res)
     counts, rows = {}, []
@@ -452,7 +452,7 @@ def save_overlay(path: Path, registry, frame: DemoFrame, res: dict) -> None:
 
     from ..render.base import RenderMesh, make_renderer
     from ..render.overlay import OverlayObject, draw_overlay
-    from .node import tf_frame_name
+    from .publish_rules import tf_frame_name
 
     published = published_poses(res)
     meshes: dict = {}

@@ -62,7 +62,8 @@ from .compressed import compressed_topic
 from .diagnostics import NodeStats, to_diagnostic_array
 from .markers import MarkerState
 from .params import NodeParams, declare, validate
-from .processing import FrameProcessing, tf_frame_name
+from .processing import FrameProcessing
+from .publish_rules import tf_frame_name
 from .stamps import StampGuard, StampsMixin
 from .startup import StartupError, load_refiner
 from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, match_window_ns, stamp_to_ns

@@ -10,7 +10,6 @@ counters. The TF frame names are described in the ``ros.node`` docstring.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-import re
 import time
 import traceback
 
@@ -19,15 +18,11 @@ from tf2_msgs.msg import TFMessage
 from . import conversions as conv
 from .debug_image import debug_object
 from .frame_inputs import frame_images
+from .publish_rules import publish_decision, tf_frame_name
 from .sync import MatchedFrame, stamp_to_ns
 from .tracking import Tracked as _Tracked
 
-__all__ = ["FrameProcessing", "tf_frame_name"]
-
-
-def tf_frame_name(prefix: str, class_id: str, k: int) -> str:
-    """The TF child frame of instance ``k`` of ``class_id`` (see ``ros.node``)."""
-    return f"{prefix}{re.sub(r'[^A-Za-z0-9_]', '_', class_id)}_{k}"
+__all__ = ["FrameProcessing"]
 
 
 @dataclass(frozen=True)
@@ -235,7 +230,8 @@ class FrameProcessing:
         covariances = {}  # name -> (6, 6) covariance of a refined pose published
         shown = []  # the debug image's objects
         for name, r in zip(names, results, strict=True):
-            confident = (not r.diverged) and r.score >= p.confidence_threshold
+            decision = publish_decision(r, p.confidence_threshold, p.low_confidence_action)
+            confident = decision == "refined"
             shown.append(debug_object(r, confident, p.low_confidence_action))
             if confident:
                 out.append((name, r.class_id, r.T_cam_obj, r.score))
@@ -254,7 +250,7 @@ class FrameProcessing:
                 + ("not published" if action == "drop" else "publishing the coarse pose")
                 + " (parameters confidence_threshold, low_confidence_action)",
             )
-            if action == "publish_coarse":
+            if decision == "coarse":
                 out.append((name, r.class_id, r.T_cam_obj_init, r.score))
                 published.append(_Tracked(name, r.class_id, r.T_cam_obj_init, r.score))
         update_track(published)

@@ -104,7 +104,7 @@ def _coarse(frame):
 
 
 def _expected_names(frame):
-    from pose_refiner_ros.ros.node import tf_frame_name
+    from pose_refiner_ros.ros.publish_rules import tf_frame_name
 
     counts, names = {}, []
     for cid, _, _ in frame.objects:

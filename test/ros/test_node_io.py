@@ -57,7 +57,7 @@ def _coarse(frame, n=1):
 
 
 def _name(frame, k=0):
-    from pose_refiner_ros.ros.node import tf_frame_name
+    from pose_refiner_ros.ros.publish_rules import tf_frame_name
 
     return tf_frame_name("refined_", frame.objects[k][0], 0)
 
