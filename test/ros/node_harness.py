@@ -328,7 +328,7 @@ def env_for_ros() -> dict:
 
 
 def use_ros_env(env: dict) -> dict:
-    """Point this process's ROS variables (``ros.demo.ENV_KEYS``) at ``env``
+    """Point this process's ROS variables (``ros.node_process.ENV_KEYS``) at ``env``
     (:func:`env_for_ros`), for the test's own peer nodes; returns what to hand
     :func:`restore_env` afterwards."""
     from pose_refiner_ros.ros.node_process import ENV_KEYS
@@ -349,7 +349,7 @@ def restore_env(saved: dict) -> None:
 
 def errors(model, T_est, T_gt) -> tuple[float, float, float]:
     """(rotation deg, translation mm, ADD / diameter) of one estimate."""
-    from pose_refiner_ros.ros.demo import object_errors
+    from pose_refiner_ros.ros.demo_scene import object_errors
 
     e = object_errors(model, T_est, T_gt)
     return e["rot_deg"], e["trans_mm"], e["add_d"]

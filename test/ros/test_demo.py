@@ -15,12 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bundled_demo_objects_are_the_procedural_meshes():
-    """models/demo/ is what write_demo_objects writes (regenerate it with that function)."""
+    """models/demo/ is what demo_scene.write_demo_objects writes (regenerate it with that
+    function)."""
     import trimesh
 
     from pose_refiner_ros.data.procedural import procedural_mesh
     from pose_refiner_ros.mesh.registry import ObjectRegistry
-    from pose_refiner_ros.ros.demo import DEMO_OBJECTS
+    from pose_refiner_ros.ros.demo_scene import DEMO_OBJECTS
 
     registry = ObjectRegistry.from_yaml(ROOT / "models" / "demo" / "objects.yaml")
     assert set(registry.class_ids) == set(DEMO_OBJECTS)

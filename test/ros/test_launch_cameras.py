@@ -169,7 +169,7 @@ def test_two_camera_launch_runs_two_nodes_each_on_its_own_camera(tmp_path):
     import rclpy
 
     from pose_refiner_ros.mesh.registry import ObjectRegistry
-    from pose_refiner_ros.ros.demo import make_recording
+    from pose_refiner_ros.ros.demo_scene import make_recording
     from pose_refiner_ros.ros.node_process import stop_node
 
     doc = yaml.safe_load(CONFIG.read_text())

@@ -92,7 +92,7 @@ def test_managed_node_publishes_only_while_active(tmp_path):
     import rclpy
 
     from pose_refiner_ros.mesh.registry import ObjectRegistry
-    from pose_refiner_ros.ros.demo import make_recording
+    from pose_refiner_ros.ros.demo_scene import make_recording
     from pose_refiner_ros.ros.node_process import stop_node
 
     doc = yaml.safe_load((ROOT / "config" / "refiner.yaml").read_text())

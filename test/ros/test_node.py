@@ -62,7 +62,7 @@ def session(tmp_path_factory):
         ),
     }
     from pose_refiner_ros.mesh.registry import ObjectRegistry
-    from pose_refiner_ros.ros.demo import make_recording
+    from pose_refiner_ros.ros.demo_scene import make_recording
 
     registry = ObjectRegistry.from_yaml(nh.ROOT / "models" / "demo" / "objects.yaml")
     frames = make_recording(registry, 3, seed=7)

@@ -39,7 +39,7 @@ def _stamp(i: int) -> int:
 def node(tmp_path_factory):
     """The node, the test's peer and one frame with a single object."""
     from pose_refiner_ros.mesh.registry import ObjectRegistry
-    from pose_refiner_ros.ros.demo import make_recording
+    from pose_refiner_ros.ros.demo_scene import make_recording
 
     registry = ObjectRegistry.from_yaml(nh.ROOT / "models" / "demo" / "objects.yaml")
     frame = make_recording(registry, 1, seed=11)[0]

@@ -65,7 +65,7 @@ def node(tmp_path_factory):
     import rclpy
 
     from pose_refiner_ros.mesh.registry import ObjectRegistry
-    from pose_refiner_ros.ros.demo import make_recording
+    from pose_refiner_ros.ros.demo_scene import make_recording
 
     env = nh.env_for_ros()
     saved = nh.use_ros_env(env)
