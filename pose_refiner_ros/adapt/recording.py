@@ -53,7 +53,7 @@ def read_bag_frames(path: str | os.PathLike, class_ids, use_depth: bool = False,
                     max_frames: int | None = None):
     """``(frames, counts)`` of a bag (module docstring)."""
     from ..evaluation import bag_io as B
-    from ..evaluation.eval_bag import resolve_topics
+    from ..evaluation.bag_topics import resolve_topics
     from ..evaluation.node_config import load_node_params
     from ..ros import conversions as conv
     from ..ros.frame_inputs import frame_images

@@ -1,11 +1,12 @@
-"""ROS 2 bags without ROS: reading, writing and topic discovery.
+"""ROS 2 bags without ROS: the message types, the type store, stamps, and reading.
 
 Bags are read and written with the pure-Python ``rosbags`` library, in both storage
 formats of rosbag2 (``sqlite3`` and ``mcap``), so the offline tools run on machines with
 no ROS installation. Messages here are ``rosbags`` message objects, not rclpy ones, but they
 have the same fields: they are read with the node's own conversions
 (``pose_refiner_ros.ros.conversions``, which import no ROS), so a bag is interpreted
-exactly as the node interprets live messages. Messages to write are built by
+exactly as the node interprets live messages. Which topic is which:
+:mod:`.bag_topics`; writing: :mod:`.bag_writer`, with messages built by
 :mod:`.bag_messages`.
 
 Types: the ROS 2 Jazzy type store of ``rosbags`` (identical to Humble for every type used
@@ -16,18 +17,17 @@ on) is read with those for any type the store does not know.
 Example::
 
     with BagReader("recording") as bag:
-        image_topic = find_topic(bag, IMAGE, role="image", override=None)
+        image_topic = bag_topics.find_topic(bag, IMAGE, role="image", override=None)
         for topic, t_ns, msg in bag.messages([image_topic]):
             rgb = conversions.image_to_rgb(msg)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 import functools
 import os
 from pathlib import Path
-import shutil
 
 __all__ = [
     "IMAGE",
@@ -38,9 +38,7 @@ __all__ = [
     "TF",
     "BagError",
     "BagReader",
-    "BagWriter",
     "typestore",
-    "find_topic",
     "stamp_to_ns",
     "ns_to_stamp",
 ]
@@ -316,214 +314,3 @@ class BagReader:
         """Yield ``(topic, t_log_ns, message)`` in log-time order, deserialized."""
         for conn, t_ns, raw in self.raw_messages(topics):
             yield conn.topic, t_ns, self.deserialize(raw, conn.msgtype)
-
-
-# -- topic discovery -----------------------------------------------------------------------
-
-_ROLE_HINTS = {
-    # role: (name parts that point to the role, name parts that point away from it)
-    "image": (("color", "colour", "rgb", "image"), ("depth", "debug", "overlay", "mask")),
-    "depth": (("depth",), ("color", "colour", "rgb", "debug")),
-    "camera_info": (("camera_info",), ("depth",)),
-    "detections": (("detection",), ("refined", "ground_truth", "groundtruth", "/gt")),
-    "ground_truth": (("ground_truth", "groundtruth", "/gt"), ("refined",)),
-}
-
-
-def _score(topic: str, role: str) -> int:
-    good, bad = _ROLE_HINTS[role]
-    name = topic.lower()
-    return sum(g in name for g in good) - 2 * sum(b in name for b in bad)
-
-
-def find_topic(bag: BagReader, msgtype: str | Sequence[str], role: str,
-               override: str | None = None, required: bool = True,
-               near: str | None = None) -> str | None:
-    """The topic of ``msgtype`` that plays ``role`` in the bag.
-
-    With ``override`` that topic is checked and returned. Otherwise, among the topics of
-    that type, the one whose name fits the role best (``_ROLE_HINTS``; e.g. a depth image
-    has "depth" in its name), preferring, with ``near``, topics in the same namespace as
-    that topic (the ``camera_info`` beside an image), then the type named first in
-    ``msgtype`` (a raw image before its ``/compressed`` twin). A tie is an error that
-    lists the candidates and the option to choose.
-
-    Args:
-        bag: an open bag.
-        msgtype: the type, or several accepted types.
-        role: one of ``image``, ``depth``, ``camera_info``, ``detections``, ``ground_truth``.
-        override: the topic the user named, or None.
-        required: when False, None is returned instead of raising if nothing fits.
-        near: a topic whose namespace is preferred.
-
-    Raises:
-        BagError: no topic, an ambiguous choice, or ``override`` missing or of another type.
-    """
-    types = (msgtype,) if isinstance(msgtype, str) else tuple(msgtype)
-    topics = bag.topics
-    option = f"--{role.replace('_', '-')}-topic"
-    if role == "ground_truth":
-        option = "--gt-topic"
-    if override:
-        if override not in topics:
-            raise BagError(
-                f"{bag.path}: {option} {override!r}: no such topic; the bag has: "
-                + ", ".join(f"{t} ({m})" for t, m in sorted(topics.items()))
-            )
-        if topics[override] not in types:
-            raise BagError(
-                f"{bag.path}: {option} {override!r} carries {topics[override]}, expected "
-                + " or ".join(types)
-            )
-        return override
-    candidates = sorted(t for t, m in topics.items() if m in types)
-    if role in ("depth", "ground_truth"):  # optional roles: only when the name says so
-        candidates = [t for t in candidates if _score(t, role) > 0]
-    elif role == "image":
-        candidates = [t for t in candidates if _score(t, "depth") <= 0] or candidates
-    if not candidates:
-        if not required:
-            return None
-        raise BagError(
-            f"{bag.path}: no {' or '.join(types)} topic for the {role.replace('_', ' ')}; "
-            f"name it with {option}. The bag has: "
-            + (", ".join(f"{t} ({m})" for t, m in sorted(topics.items())) or "no topics")
-        )
-
-    def key(t: str) -> tuple:
-        ns_match = 0
-        if near:
-            ns_match = len(os.path.commonprefix([t.rsplit("/", 1)[0] + "/",
-                                                  near.rsplit("/", 1)[0] + "/"]))
-        return (_score(t, role), ns_match, -types.index(topics[t]))
-
-    ranked = sorted(candidates, key=key, reverse=True)
-    if len(ranked) > 1 and key(ranked[0]) == key(ranked[1]):
-        tied = [t for t in ranked if key(t) == key(ranked[0])]
-        raise BagError(
-            f"{bag.path}: several {' or '.join(types)} topics could be the "
-            f"{role.replace('_', ' ')}: {', '.join(tied)}; choose one with {option}"
-        )
-    return ranked[0]
-
-
-# -- writing -------------------------------------------------------------------------------
-
-
-class BagWriter:
-    """Writes a new ROS 2 bag atomically: the bag is built inside a hidden directory
-    ``.<name>.partial`` beside ``path`` and moved to ``path`` by :meth:`close`; on an
-    exception (including ``KeyboardInterrupt``) inside the ``with`` block, or
-    :meth:`abort`, the partial bag is deleted. Nothing appears at ``path`` until the bag
-    is complete.
-
-    Args:
-        path: the bag directory to create (must not exist unless ``overwrite``).
-        storage: ``"sqlite3"`` or ``"mcap"``.
-        overwrite: replace an existing bag at ``path`` once the new one is complete.
-    """
-
-    def __init__(self, path: str | os.PathLike, storage: str = "sqlite3",
-                 overwrite: bool = False):
-        from rosbags.rosbag2 import StoragePlugin
-
-        plugins = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
-        if storage not in plugins:
-            raise ValueError(f"storage: expected 'sqlite3' or 'mcap', got {storage!r}")
-        self.path = Path(path)
-        self.storage = storage
-        self.overwrite = overwrite
-        self._plugin = plugins[storage]
-        self.partial = self.path.parent / f".{self.path.name}.partial"
-        self._writer = None
-        self._conns: dict[str, object] = {}
-
-    def __enter__(self) -> BagWriter:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def open(self) -> None:
-        from rosbags.rosbag2 import Writer
-
-        if self.path.exists() and not self.overwrite:
-            raise BagError(f"{self.path} exists already; choose another output or remove it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_partial()  # left by a run that was killed hard
-        self.partial.mkdir()
-        try:
-            self._writer = Writer(self.partial / self.path.name, version=9,
-                                  storage_plugin=self._plugin)
-            self._writer.open()
-        except BaseException:
-            self._writer = None
-            self._remove_partial()
-            raise
-
-    def add_topic(self, topic: str, msgtype: str, like=None) -> bool:
-        """Declare a topic. ``like``: a connection of an input bag whose definition, type
-        hash and QoS are copied (so a copied topic plays back exactly as recorded).
-
-        Returns False (and declares nothing) when the type is unknown here and ``like``
-        brings no definition (e.g. a custom message in a Humble bag): rosbag2 needs a
-        definition and a type hash, which cannot be made up.
-        """
-        if topic in self._conns:
-            return True
-        kwargs: dict = {}
-        if like is not None:
-            kwargs["offered_qos_profiles"] = list(getattr(like.ext, "offered_qos_profiles", ()))
-            if like.msgdef.data and like.digest:
-                kwargs.update(msgdef=like.msgdef.data, rihs01=like.digest)
-        if "msgdef" not in kwargs:
-            if msgtype not in typestore().fielddefs:
-                if like is None:
-                    raise BagError(f"{self.path}: message type {msgtype} is unknown")
-                return False
-            kwargs["typestore"] = typestore()
-        self._conns[topic] = self._writer.add_connection(topic, msgtype, **kwargs)
-        return True
-
-    def has_topic(self, topic: str) -> bool:
-        return topic in self._conns
-
-    def write_raw(self, topic: str, t_ns: int, raw) -> None:
-        """Write already-serialized CDR bytes on a declared topic."""
-        self._writer.write(self._conns[topic], int(t_ns), raw)
-
-    def write(self, topic: str, t_ns: int, msg) -> None:
-        """Serialize ``msg`` (a ``rosbags`` message) and write it on a declared topic."""
-        conn = self._conns[topic]
-        self._writer.write(conn, int(t_ns), typestore().serialize_cdr(msg, conn.msgtype))
-
-    def close(self) -> None:
-        """Finish the bag and move it to ``path``."""
-        writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        try:
-            writer.close()
-            if self.path.exists():
-                shutil.rmtree(self.path)
-            (self.partial / self.path.name).rename(self.path)
-        finally:
-            self._remove_partial()
-
-    def abort(self) -> None:
-        """Stop and delete the partial bag."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.abort()
-            except Exception:
-                pass
-        self._remove_partial()
-
-    def _remove_partial(self) -> None:
-        if self.partial.exists():
-            shutil.rmtree(self.partial, ignore_errors=True)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import argparse
 from collections import deque
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 import os
 from pathlib import Path
 import sys
@@ -47,6 +47,8 @@ from ..ros.publish_rules import publish_decision, tf_frame_name
 from . import bag_io as B
 from . import bag_messages as BM
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
+from .bag_topics import resolve_topics
+from .bag_writer import BagWriter
 from .gt_file import read_ground_truth_file
 from .node_config import add_node_options, build_refiner, load_node_params, load_registry
 from .report_header import settings
@@ -55,53 +57,12 @@ from .report_text import format_summary
 #: Partial files that earlier versions of eval-bag, killed hard, left in ``--out``.
 STALE_PARTIALS = (".*_refined.partial", ".objects.*.jsonl.partial", ".report.*.partial")
 
-__all__ = ["eval_bag", "BagTopics", "resolve_topics", "add_subcommand"]
+__all__ = ["eval_bag", "add_subcommand"]
 
 OUT_POSE = "/refined_pose"
 OUT_DETECTIONS = "/refined_detections"
 OUT_TF = "/tf"
 GT_WAIT_NS = 1_000_000_000  # how long (log time) a complete frame waits for its ground truth
-
-
-@dataclass(frozen=True)
-class BagTopics:
-    """The input topics of a bag (None: not used)."""
-
-    image: str
-    camera_info: str
-    detections: str
-    depth: str | None = None
-    ground_truth: str | None = None
-    ground_truth_type: str | None = None
-
-
-def resolve_topics(bag: B.BagReader, image: str | None = None, camera_info: str | None = None,
-                   detections: str | None = None, depth: str | None = None,
-                   ground_truth: str | None = None, use_depth: bool = False,
-                   find_ground_truth: bool = True) -> BagTopics:
-    """Find the input topics by type (and name hints), or check the ones named.
-
-    Raises:
-        BagError: a topic is missing or ambiguous; the message lists the bag's topics and
-            the option that names the topic.
-    """
-    img = B.find_topic(bag, (B.IMAGE, B.COMPRESSED_IMAGE), "image", image)
-    info = B.find_topic(bag, B.CAMERA_INFO, "camera_info", camera_info, near=img)
-    gt = None
-    if ground_truth or find_ground_truth:
-        gt = B.find_topic(bag, (B.DETECTIONS, B.POSE_STAMPED), "ground_truth", ground_truth,
-                          required=bool(ground_truth))
-    dets = B.find_topic(bag, B.DETECTIONS, "detections", detections)
-    if dets == gt:
-        raise B.BagError(f"{bag.path}: {dets} cannot be both the detections and the ground truth; "
-                         "name them with --detections-topic and --gt-topic")
-    dep = None
-    if use_depth or depth:
-        dep = B.find_topic(bag, B.IMAGE, "depth", depth, required=True)
-        if dep == img:
-            raise B.BagError(f"{bag.path}: {img} cannot be both the image and the depth; name them "
-                             "with --image-topic and --depth-topic")
-    return BagTopics(img, info, dets, dep, gt, bag.topics[gt] if gt else None)
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -361,7 +322,7 @@ def eval_bag(bag_path: str | os.PathLike, objects: str | os.PathLike, out_dir: s
                 "device": str(refiner.device)}
         bar = None
         try:
-            with B.BagWriter(stage.path / out_bag.name, storage=bag.storage) as writer:
+            with BagWriter(stage.path / out_bag.name, storage=bag.storage) as writer:
                 not_copied = sorted({f"{c.topic} ({c.msgtype})" for c in bag.connections
                                      if not writer.add_topic(c.topic, c.msgtype, like=c)})
                 if not_copied:

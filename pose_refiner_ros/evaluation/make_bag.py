@@ -42,6 +42,7 @@ import numpy as np
 from . import bag_io as B
 from . import bag_messages as BM
 from .all_or_nothing import InterruptedWhenComplete, Staging, pause_for_test, sigterm_as_interrupt
+from .bag_writer import BagWriter
 
 __all__ = ["make_bag", "add_subcommand", "TOPICS"]
 
@@ -253,7 +254,7 @@ def _write(stage: Staging, out: Path, source: str, info: dict, *, storage, frame
 
         bar = tqdm(total=frames, unit="frame", desc="make-bag", file=sys.stderr)
     try:
-        with B.BagWriter(stage.path / out.name, storage=storage) as w:
+        with BagWriter(stage.path / out.name, storage=storage) as w:
             w.add_topic(TOPICS["camera_info"], B.CAMERA_INFO)
             w.add_topic(TOPICS["image"], B.IMAGE)
             if depth:

@@ -1,4 +1,5 @@
-"""Tests of the bag tools (evaluation.bag_io, make_bag, eval_bag): no ROS needed.
+"""Tests of the bag tools (evaluation.bag_io, bag_topics, bag_writer, make_bag, eval_bag):
+no ROS needed.
 
 Small bags (160x120 images, 3 frames, both storage formats) are written by make-bag
 from synthetic scenes of procedural meshes, refined by eval-bag in flow mode (no trained
@@ -20,6 +21,8 @@ import pytest
 
 from pose_refiner_ros.evaluation import bag_io as B
 from pose_refiner_ros.evaluation import bag_messages as BM
+from pose_refiner_ros.evaluation.bag_topics import find_topic
+from pose_refiner_ros.evaluation.bag_writer import BagWriter
 from pose_refiner_ros.ros import conversions as conv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +115,7 @@ def test_bag_tools_import_no_ros():
 def test_writer_reader_round_trip(tmp_path, storage):
     path = tmp_path / "bag"
     rgb = np.zeros((H, W, 3), np.uint8)
-    with B.BagWriter(path, storage) as w:
+    with BagWriter(path, storage) as w:
         w.add_topic("/cam/image", B.IMAGE)
         w.add_topic("/pose", B.POSE_STAMPED)
         for i in range(3):
@@ -129,7 +132,7 @@ def test_writer_reader_round_trip(tmp_path, storage):
 
 def test_writer_interrupted_leaves_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        with B.BagWriter(tmp_path / "bag", "mcap") as w:
+        with BagWriter(tmp_path / "bag", "mcap") as w:
             w.add_topic("/pose", B.POSE_STAMPED)
             w.write("/pose", 1, BM.pose_stamped_msg(np.eye(4), 1, "c"))
             raise KeyboardInterrupt
@@ -138,27 +141,27 @@ def test_writer_interrupted_leaves_nothing(tmp_path):
 
 def test_topic_discovery_prefers_names_and_explains_ambiguity(tmp_path):
     path = tmp_path / "bag"
-    with B.BagWriter(path) as w:
+    with BagWriter(path) as w:
         for topic, t in [("/cam/color/image_raw", B.IMAGE), ("/cam/depth/image_raw", B.IMAGE),
                          ("/cam/color/camera_info", B.CAMERA_INFO),
                          ("/cam/depth/camera_info", B.CAMERA_INFO),
                          ("/det_a", B.DETECTIONS), ("/det_b", B.DETECTIONS)]:
             w.add_topic(topic, t)
     with B.BagReader(path) as bag:
-        img = B.find_topic(bag, B.IMAGE, "image")
+        img = find_topic(bag, B.IMAGE, "image")
         assert img == "/cam/color/image_raw"
-        assert B.find_topic(bag, B.IMAGE, "depth") == "/cam/depth/image_raw"
-        assert B.find_topic(bag, B.CAMERA_INFO, "camera_info", near=img) == "/cam/color/camera_info"
+        assert find_topic(bag, B.IMAGE, "depth") == "/cam/depth/image_raw"
+        assert find_topic(bag, B.CAMERA_INFO, "camera_info", near=img) == "/cam/color/camera_info"
         with pytest.raises(B.BagError, match="--detections-topic"):
-            B.find_topic(bag, B.DETECTIONS, "detections")
-        assert B.find_topic(bag, B.DETECTIONS, "detections", "/det_b") == "/det_b"
+            find_topic(bag, B.DETECTIONS, "detections")
+        assert find_topic(bag, B.DETECTIONS, "detections", "/det_b") == "/det_b"
         with pytest.raises(B.BagError, match="carries sensor_msgs/msg/Image"):
-            B.find_topic(bag, B.DETECTIONS, "detections", "/cam/color/image_raw")
+            find_topic(bag, B.DETECTIONS, "detections", "/cam/color/image_raw")
 
 
 def _small_bag(tmp_path: Path, storage: str) -> Path:
     path = tmp_path / f"bag_{storage}"
-    with B.BagWriter(path, storage) as w:
+    with BagWriter(path, storage) as w:
         w.add_topic("/pose", B.POSE_STAMPED)
         for i in range(200):
             w.write("/pose", i, BM.pose_stamped_msg(np.eye(4), i, "c"))
@@ -398,7 +401,7 @@ def _compressed_copy(src: Path, dst: Path, compression: str, keep_raw: bool = Fa
     from pose_refiner_ros.evaluation.make_bag import TOPICS
 
     image, topic = TOPICS["image"], TOPICS["image"] + "/compressed"
-    with B.BagReader(src) as bag, B.BagWriter(dst, bag.storage) as w:
+    with B.BagReader(src) as bag, BagWriter(dst, bag.storage) as w:
         for conn in bag.connections:
             if conn.topic != image or keep_raw:
                 w.add_topic(conn.topic, conn.msgtype, like=conn)
@@ -439,7 +442,7 @@ def test_eval_bag_reads_compressed_images_as_the_raw_ones(made_bag, procedural, 
 
 
 def test_a_raw_image_is_preferred_to_its_compressed_twin(made_bag, tmp_path):
-    from pose_refiner_ros.evaluation.eval_bag import resolve_topics
+    from pose_refiner_ros.evaluation.bag_topics import resolve_topics
     from pose_refiner_ros.evaluation.make_bag import TOPICS
 
     topic = _compressed_copy(made_bag[0], tmp_path / "both", "jpeg", keep_raw=True)
@@ -487,7 +490,7 @@ def test_cli_eval_bag_reports_a_missing_topic(tmp_path, capsys):
     from pose_refiner_ros.cli import main
 
     path = tmp_path / "bag"
-    with B.BagWriter(path) as w:
+    with BagWriter(path) as w:
         w.add_topic("/pose", B.POSE_STAMPED)
     rc = main(["eval-bag", str(path), "--objects", "x.yaml", "--out", str(tmp_path / "o"),
                "--mode", "flow", "--no-progress"])
