@@ -55,6 +55,8 @@ from scipy.spatial.distance import pdist
 from scipy.spatial.transform import Rotation
 import trimesh
 
+from . import mesh_primitives as P
+
 KINDS: tuple[str, ...] = (
     "box",
     "cylinder",
@@ -76,154 +78,6 @@ SPLIT_KEYS: dict[str, int] = {"train": 0x7A1B_0001, "val": 0x7A1B_0002, "bench":
 
 DIAMETER_RANGE_M: tuple[float, float] = (0.04, 0.40)
 
-_N_SEG = 48  # azimuthal segments of surfaces of revolution
-
-
-# ---------------------------------------------------------------------------------------
-# primitives (all closed, outward-oriented)
-# ---------------------------------------------------------------------------------------
-
-
-def _lathe(profile_rz: np.ndarray, n_seg: int = _N_SEG) -> trimesh.Trimesh:
-    """Revolve a profile about the z axis.
-
-    Args:
-        profile_rz: (P, 2) points (r, z), r >= 0. The first and last points lie on the
-            axis (r = 0) and become poles; the profile runs counter-clockwise in the
-            (r, z) half-plane (bottom pole -> outside -> top pole) for outward normals.
-        n_seg: azimuthal segments.
-    """
-    prof = np.asarray(profile_rz, dtype=np.float64)
-    if prof[0, 0] != 0.0 or prof[-1, 0] != 0.0:
-        raise ValueError("profile_rz must start and end on the axis (r = 0)")
-    ring = prof[1:-1]
-    n_ring = ring.shape[0]
-    theta = np.arange(n_seg) * (2.0 * np.pi / n_seg)
-    ct, st = np.cos(theta), np.sin(theta)
-    ring_v = np.stack(
-        [ring[:, :1] * ct[None], ring[:, :1] * st[None], np.repeat(ring[:, 1:2], n_seg, 1)], -1
-    ).reshape(-1, 3)
-    bottom = len(ring_v)
-    top = bottom + 1
-    verts = np.concatenate([ring_v, [[0.0, 0.0, prof[0, 1]]], [[0.0, 0.0, prof[-1, 1]]]])
-
-    j = np.arange(n_seg)
-    jn = (j + 1) % n_seg
-    faces = []
-    # bottom fan: pole, ring0[j+1], ring0[j] (outward when the profile leaves the pole).
-    faces.append(np.stack([np.full(n_seg, bottom), jn, j], -1))
-    if n_ring > 1:
-        i = np.arange(n_ring - 1)[:, None]
-        a = i * n_seg + j[None]  # (i, j)
-        b = (i + 1) * n_seg + j[None]  # (i+1, j)
-        c = (i + 1) * n_seg + jn[None]  # (i+1, j+1)
-        d = i * n_seg + jn[None]  # (i, j+1)
-        faces.append(np.stack([a, d, c], -1).reshape(-1, 3))
-        faces.append(np.stack([a, c, b], -1).reshape(-1, 3))
-    last = (n_ring - 1) * n_seg
-    faces.append(np.stack([np.full(n_seg, top), last + j, last + jn], -1))
-    return trimesh.Trimesh(verts, np.concatenate(faces), process=False)
-
-
-def _resample_polyline(pts: np.ndarray, step: float) -> np.ndarray:
-    """Insert points along a polyline so no segment is longer than ``step``."""
-    out = [pts[:1]]
-    for p, q in zip(pts[:-1], pts[1:], strict=True):
-        n = max(1, int(np.ceil(np.linalg.norm(q - p) / step)))
-        s = np.linspace(0.0, 1.0, n + 1)[1:, None]
-        out.append(p + s * (q - p))
-    return np.concatenate(out)
-
-
-def _lathe_polyline(pts_rz: list[tuple[float, float]], step: float, n_seg: int = _N_SEG):
-    return _lathe(_resample_polyline(np.asarray(pts_rz, dtype=np.float64), step), n_seg)
-
-
-def _grid_box(extents: np.ndarray, step: float) -> trimesh.Trimesh:
-    """A box centred at the origin whose faces are grids of cell size about ``step``."""
-    ext = np.asarray(extents, dtype=np.float64)
-    n = np.maximum(1, np.ceil(ext / step).astype(int))
-    verts, faces = [], []
-    offset = 0
-    for axis in range(3):
-        u_ax, v_ax = (axis + 1) % 3, (axis + 2) % 3
-        us = np.linspace(-ext[u_ax] / 2, ext[u_ax] / 2, n[u_ax] + 1)
-        vs = np.linspace(-ext[v_ax] / 2, ext[v_ax] / 2, n[v_ax] + 1)
-        uu, vv = np.meshgrid(us, vs, indexing="ij")
-        nu, nv = uu.shape
-        ii, jj = np.meshgrid(np.arange(nu - 1), np.arange(nv - 1), indexing="ij")
-        a = (ii * nv + jj).ravel()
-        b = ((ii + 1) * nv + jj).ravel()
-        c = ((ii + 1) * nv + jj + 1).ravel()
-        d = (ii * nv + jj + 1).ravel()
-        for sign in (1.0, -1.0):
-            p = np.zeros((nu * nv, 3))
-            p[:, axis] = sign * ext[axis] / 2
-            p[:, u_ax] = uu.ravel()
-            p[:, v_ax] = vv.ravel()
-            # (u, v, axis) is right-handed, so (a, b, c) faces +axis.
-            f = np.stack([a, b, c, a, c, d], -1).reshape(-1, 3)
-            if sign < 0:
-                f = f[:, ::-1]
-            verts.append(p)
-            faces.append(f + offset)
-            offset += len(p)
-    mesh = trimesh.Trimesh(np.concatenate(verts), np.concatenate(faces), process=False)
-    mesh.merge_vertices()
-    return mesh
-
-
-def _tube(path: np.ndarray, radius: float, n_sides: int = 12) -> trimesh.Trimesh:
-    """A closed tube of circular section swept along a planar path in the xz-plane."""
-    path = np.asarray(path, dtype=np.float64)
-    n = len(path)
-    tang = np.gradient(path, axis=0)
-    tang /= np.linalg.norm(tang, axis=1, keepdims=True)
-    b = np.array([0.0, 1.0, 0.0])  # the path's plane normal
-    nrm = np.cross(b, tang)
-    ang = np.arange(n_sides) * (2 * np.pi / n_sides)
-    ring = (
-        path[:, None]
-        + radius * np.cos(ang)[None, :, None] * nrm[:, None]
-        + radius * np.sin(ang)[None, :, None] * b[None, None]
-    ).reshape(-1, 3)
-    verts = np.concatenate([ring, path[:1], path[-1:]])
-    c0, c1 = len(ring), len(ring) + 1
-    j = np.arange(n_sides)
-    jn = (j + 1) % n_sides
-    i = np.arange(n - 1)[:, None]
-    a, bb = i * n_sides + j[None], (i + 1) * n_sides + j[None]
-    c, d = (i + 1) * n_sides + jn[None], i * n_sides + jn[None]
-    faces = [
-        np.stack([a, bb, c], -1).reshape(-1, 3),
-        np.stack([a, c, d], -1).reshape(-1, 3),
-        np.stack([np.full(n_sides, c0), jn, j], -1),
-        np.stack([np.full(n_sides, c1), (n - 1) * n_sides + j, (n - 1) * n_sides + jn], -1),
-    ]
-    mesh = trimesh.Trimesh(verts, np.concatenate(faces), process=False)
-    if mesh.volume < 0:  # orientation depends on the path's turning sense
-        mesh.invert()
-    return mesh
-
-
-def _cylinder(radius: float, height: float, step: float) -> trimesh.Trimesh:
-    h = height / 2
-    return _lathe_polyline([(0, -h), (radius, -h), (radius, h), (0, h)], step)
-
-
-def _concat(parts: list[trimesh.Trimesh]) -> tuple[trimesh.Trimesh, np.ndarray]:
-    """Concatenate meshes; also return the component index of every vertex."""
-    verts = np.concatenate([p.vertices for p in parts])
-    offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
-    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets, strict=True)])
-    part_id = np.concatenate([np.full(len(p.vertices), k) for k, p in enumerate(parts)])
-    return trimesh.Trimesh(verts, faces, process=False), part_id
-
-
-def _rigid(mesh: trimesh.Trimesh, R: np.ndarray, t: np.ndarray) -> trimesh.Trimesh:
-    return trimesh.Trimesh(mesh.vertices @ R.T + t, mesh.faces, process=False)
-
-
 # ---------------------------------------------------------------------------------------
 # kinds; each returns (mesh at a nominal size ~1, part ids, symmetry spec)
 # symmetry spec: "axis" (continuous about z), "box" (three 180-degree turns), or None
@@ -241,13 +95,13 @@ def _distinct_extents(rng: np.random.Generator, lo: float, hi: float) -> np.ndar
 
 
 def _make_box(rng):
-    return _grid_box(_distinct_extents(rng, 0.3, 1.0), _STEP * 1.2), None, "box"
+    return P.grid_box(_distinct_extents(rng, 0.3, 1.0), _STEP * 1.2), None, "box"
 
 
 def _make_cylinder(rng):
     r = rng.uniform(0.15, 0.5)
     h = rng.uniform(0.3, 1.0)
-    return _cylinder(r, h, _STEP), None, "axis"
+    return P.cylinder(r, h, _STEP), None, "axis"
 
 
 def _make_cone(rng):
@@ -255,7 +109,7 @@ def _make_cone(rng):
     r1 = r0 * rng.choice([0.0, rng.uniform(0.15, 0.6)])
     h = rng.uniform(0.4, 1.0) / 2
     pts = [(0, -h), (r0, -h), (r1, h), (0, h)] if r1 > 0 else [(0, -h), (r0, -h), (0, h)]
-    return _lathe_polyline(pts, _STEP), None, "axis"
+    return P.lathe_polyline(pts, _STEP), None, "axis"
 
 
 def _make_bottle(rng):
@@ -274,7 +128,7 @@ def _make_bottle(rng):
         r_s = r_neck + (r_body - r_neck) * np.cos(si * np.pi / 2)
         pts.append((r_s, z_sh + si * (z_neck - z_sh)))
     pts += [(r_neck, h - 0.06), (lip, h - 0.05), (lip, h), (0.0, h)]
-    mesh = _lathe_polyline(pts, _STEP * 0.8)
+    mesh = P.lathe_polyline(pts, _STEP * 0.8)
     mesh.vertices[:, 2] -= h / 2
     return mesh, None, "axis"
 
@@ -289,7 +143,7 @@ def _make_bowl(rng):
     outer = [(r_foot + (r - r_foot) * si ** (1 / power), depth * si) for si in s]
     inner = [(max(rr - wall, 1e-3), max(z, wall)) for rr, z in outer[::-1]]
     pts = [(0.0, 0.0)] + outer + [(r - wall / 2, depth + wall * 0.3)] + inner + [(0.0, wall)]
-    mesh = _lathe_polyline(pts, _STEP)
+    mesh = P.lathe_polyline(pts, _STEP)
     mesh.vertices[:, 2] -= depth / 2
     return mesh, None, "axis"
 
@@ -298,7 +152,7 @@ def _make_mug(rng):
     r = rng.uniform(0.25, 0.38)
     h = rng.uniform(0.6, 1.0)
     wall = rng.uniform(0.025, 0.05)
-    body = _lathe_polyline(
+    body = P.lathe_polyline(
         [(0, 0), (r, 0), (r, h), (r - wall, h), (r - wall, wall), (0, wall)], _STEP
     )
     # handle: a torus segment in the xz-plane, its ends buried in the wall
@@ -308,8 +162,8 @@ def _make_mug(rng):
     ang = np.linspace(-np.pi / 2, np.pi / 2, 24)
     cx = r - wall / 2  # the arc's ends sit in the wall
     path = np.stack([cx + hr * np.cos(ang), np.zeros_like(ang), zc + hr * np.sin(ang)], -1)
-    handle = _tube(path, tube_r)
-    mesh, part = _concat([body, handle])
+    handle = P.tube(path, tube_r)
+    mesh, part = P.concat([body, handle])
     mesh.vertices[:, 2] -= h / 2
     return mesh, part, None
 
@@ -318,13 +172,13 @@ def _make_compound(rng):
     parts = []
     for k in range(rng.integers(2, 5)):
         if rng.random() < 0.55:
-            p = _grid_box(rng.uniform(0.15, 0.6, 3), _STEP)
+            p = P.grid_box(rng.uniform(0.15, 0.6, 3), _STEP)
         else:
-            p = _cylinder(rng.uniform(0.06, 0.25), rng.uniform(0.2, 0.7), _STEP)
+            p = P.cylinder(rng.uniform(0.06, 0.25), rng.uniform(0.2, 0.7), _STEP)
         R = Rotation.random(random_state=rng).as_matrix() if k else np.eye(3)
         t = rng.uniform(-0.3, 0.3, 3) if k else np.zeros(3)
-        parts.append(_rigid(p, R, t))
-    mesh, part = _concat(parts)
+        parts.append(P.rigid(p, R, t))
+    mesh, part = P.concat(parts)
     return mesh, part, None
 
 
@@ -333,28 +187,28 @@ def _make_plate(rng):
     if rng.random() < 0.5:
         ext = _distinct_extents(rng, 0.45, 1.0)
         ext[np.argmin(ext)] = thick
-        return _grid_box(ext, _STEP), None, "box"
-    return _cylinder(0.5, thick, _STEP), None, "axis"
+        return P.grid_box(ext, _STEP), None, "box"
+    return P.cylinder(0.5, thick, _STEP), None, "axis"
 
 
 def _make_rod(rng):
     length = 1.0
     if rng.random() < 0.5:
-        return _cylinder(rng.uniform(0.03, 0.08), length, _STEP), None, "axis"
+        return P.cylinder(rng.uniform(0.03, 0.08), length, _STEP), None, "axis"
     a = rng.uniform(0.04, 0.1)
     ext = np.array([a, a * rng.uniform(1.2, 1.8), length])
-    return _grid_box(ext, length / 48), None, "box"
+    return P.grid_box(ext, length / 48), None, "box"
 
 
 def _make_lshape(rng):
     t = rng.uniform(0.12, 0.3)  # arm thickness (in the plane)
     w = rng.uniform(0.15, 0.5)  # extrusion depth
     la, lb = rng.uniform(0.6, 1.0), rng.uniform(0.3, 0.55)  # unequal arms
-    arm_a = _grid_box(np.array([la, t, w]), _STEP)
-    arm_b = _grid_box(np.array([t, lb, w]), _STEP)
+    arm_a = P.grid_box(np.array([la, t, w]), _STEP)
+    arm_b = P.grid_box(np.array([t, lb, w]), _STEP)
     arm_a.vertices += [la / 2, t / 2, 0]
     arm_b.vertices += [t / 2, lb / 2, 0]
-    mesh, part = _concat([arm_a, arm_b])
+    mesh, part = P.concat([arm_a, arm_b])
     return mesh, part, None
 
 
