@@ -1,4 +1,4 @@
-"""Datasets on disk: the BOP format (read and write) and Pix3D-style annotations (read).
+"""Datasets on disk: the BOP format, read and written (Pix3D: :mod:`.pix3d`).
 
 BOP layout (https://github.com/thodan/bop_toolkit/blob/master/docs/bop_datasets_format.md),
 as read and written here::
@@ -17,18 +17,6 @@ metres on reading and back on writing. ``cam_R_m2c`` / ``cam_t_m2c`` are exactly
 package's ``T_cam_obj`` (OpenCV camera axes). Files this module writes beyond BOP's:
 ``scene_init.json`` (the initial poses of the synthetic scenes, same format as
 ``scene_gt.json``).
-
-Pix3D (``pix3d.json``, Sun et al. 2018): ``rot_mat``/``trans_mat`` map model points into
-a camera frame whose x axis points *left* and y axis *up* (z forward), and
-``focal_length`` is in millimetres for a sensor 32 mm wide (see the dataset's README and
-its issue #2 on aligning models to images). So, in this package's conventions::
-
-    T_cam_obj = diag(-1, -1, 1, 1) @ [[rot_mat, trans_mat], [0, 1]]
-    f_px = focal_length / 32 * img_width,  c = ((w - 1) / 2, (h - 1) / 2)
-
-(the principal point is the image centre in the pixel-centre convention; tools that
-write ``w / 2`` differ by half a pixel). Pix3D models are in their own units (about
-metres); ``model_scale`` converts them.
 """
 
 from __future__ import annotations
@@ -44,7 +32,6 @@ import numpy as np
 __all__ = [
     "BopFrame",
     "BopDataset",
-    "Pix3dDataset",
     "registry_from_bop_models",
     "write_bop",
     "read_models_info",
@@ -80,7 +67,7 @@ class BopFrame:
     image_path: str = ""
 
 
-def _load_json(path: Path) -> dict | list:
+def load_json(path: Path) -> dict | list:
     try:
         with open(path) as f:
             return json.load(f)
@@ -96,7 +83,7 @@ def _find_image(folder: Path, im_id: int) -> Path | None:
     return None
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise OSError(f"{path}: cannot be read as an image")
@@ -158,10 +145,10 @@ class BopDataset:
         self._index: list[tuple[int, int]] = []
         for sp in scenes:
             sid = int(sp.name)
-            gt = _load_json(sp / "scene_gt.json")
-            cam = _load_json(sp / "scene_camera.json")
+            gt = load_json(sp / "scene_gt.json")
+            cam = load_json(sp / "scene_camera.json")
             info_p = sp / "scene_gt_info.json"
-            info = _load_json(info_p) if info_p.exists() else None
+            info = load_json(info_p) if info_p.exists() else None
             self._scenes[sid] = {"path": sp, "gt": gt, "camera": cam, "info": info}
             self._index += [(sid, int(i)) for i in sorted(gt, key=int)]
 
@@ -186,7 +173,7 @@ class BopDataset:
                 break
         if rgb_path is None:
             raise FileNotFoundError(f"{sc['path']}/rgb/{im_id:06d}.png (or .jpg): not found")
-        image = _read_rgb(rgb_path)
+        image = read_rgb(rgb_path)
 
         depth = None
         if self.load_depth:
@@ -228,7 +215,7 @@ class BopDataset:
 
 def read_models_info(models_dir: str | Path) -> dict[int, dict]:
     """``models_info.json`` with integer keys (units as in the file: millimetres)."""
-    info = _load_json(Path(models_dir) / "models_info.json")
+    info = load_json(Path(models_dir) / "models_info.json")
     return {int(k): v for k, v in info.items()}
 
 
@@ -405,86 +392,3 @@ def _bbox(mask: np.ndarray) -> list[int]:
         return [-1, -1, -1, -1]
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
             int(ys.max() - ys.min() + 1)]
-
-
-# ---------------------------------------------------------------------------------------
-# Pix3D
-# ---------------------------------------------------------------------------------------
-
-_PIX3D_TO_OPENCV = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def pix3d_pose_and_K(entry: dict, model_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """``(T_cam_obj (4, 4) metres, K (3, 3))`` of one ``pix3d.json`` entry.
-
-    See the module docstring for the conventions; ``model_scale`` multiplies the model
-    units (and so ``trans_mat``) into metres.
-    """
-    w, h = (int(x) for x in entry["img_size"])
-    T = np.eye(4)
-    T[:3, :3] = np.asarray(entry["rot_mat"], dtype=np.float64).reshape(3, 3)
-    T[:3, 3] = np.asarray(entry["trans_mat"], dtype=np.float64).reshape(3) * model_scale
-    T = _PIX3D_TO_OPENCV @ T
-    f = float(entry["focal_length"]) / 32.0 * w
-    K = np.array([[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]])
-    return T, K
-
-
-class Pix3dDataset:
-    """Pix3D-style annotations (``pix3d.json``) as :class:`BopFrame` s.
-
-    Args:
-        root: dataset directory; ``img`` and ``model`` paths in the JSON are relative to it.
-        json_path: the annotation file (relative to ``root`` unless absolute).
-        categories: keep only these categories (None: all).
-        clean_only: keep only samples marked neither ``truncated`` nor ``occluded`` (nor
-            ``slightly_occluded``), as GCF evaluates.
-        model_scale: model units to metres.
-
-    ``frame.scene_id`` is the category, ``frame.im_id`` the entry's index in the JSON,
-    ``frame.objects`` one ``(model path, T_cam_obj)``, ``frame.depth_m`` None.
-    """
-
-    def __init__(self, root: str | Path, json_path: str | Path = "pix3d.json",
-                 categories: Sequence[str] | None = None, clean_only: bool = False,
-                 model_scale: float = 1.0):
-        self.root = Path(root)
-        jp = Path(json_path)
-        jp = jp if jp.is_absolute() else self.root / jp
-        entries = _load_json(jp)
-        if not isinstance(entries, list):
-            raise ValueError(f"{jp}: expected a JSON list of annotations, got "
-                             f"{type(entries).__name__}")
-        self.model_scale = float(model_scale)
-        cats = None if categories is None else set(categories)
-        self._entries = []
-        for i, e in enumerate(entries):
-            if cats is not None and e.get("category") not in cats:
-                continue
-            if clean_only and (e.get("truncated") or e.get("occluded")
-                               or e.get("slightly_occluded")):
-                continue
-            self._entries.append((i, e))
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __iter__(self) -> Iterator[BopFrame]:
-        for i in range(len(self)):
-            yield self[i]
-
-    def entry(self, i: int) -> dict:
-        """The raw JSON entry of frame ``i``."""
-        return self._entries[i][1]
-
-    def __getitem__(self, i: int) -> BopFrame:
-        idx, e = self._entries[i]
-        path = self.root / e["img"]
-        image = _read_rgb(path)
-        T, K = pix3d_pose_and_K(e, self.model_scale)
-        if image.shape[1] != int(e["img_size"][0]) or image.shape[0] != int(e["img_size"][1]):
-            raise ValueError(f"{path}: image is {image.shape[1]}x{image.shape[0]} but "
-                             f"img_size says {e['img_size'][0]}x{e['img_size'][1]}")
-        return BopFrame(scene_id=str(e.get("category", "")), im_id=idx, image_rgb=image,
-                        depth_m=None, K=K, objects=[(str(e["model"]), T)], visib_fract=None,
-                        image_path=str(path))

@@ -194,7 +194,7 @@ def evaluate_dataset(dataset: str, out_dir: str | os.PathLike, *, split: str = "
     else:
         if results:
             raise ValueError("--results: BOP results files go with bop: datasets only")
-        from ..data.bop import Pix3dDataset
+        from ..data.pix3d import Pix3dDataset
 
         ds = Pix3dDataset(root, pix3d_json, model_scale=model_scale)
         if registry is None:

@@ -9,11 +9,10 @@ from scipy.spatial.transform import Rotation
 
 from pose_refiner_ros.data.bop import (
     BopDataset,
-    Pix3dDataset,
-    pix3d_pose_and_K,
     registry_from_bop_models,
     write_bop,
 )
+from pose_refiner_ros.data.pix3d import Pix3dDataset, pix3d_pose_and_K
 
 
 @pytest.fixture(scope="module")
