@@ -37,7 +37,18 @@ class RefinerConfig:
             images alike (0.3 lost 12 points of ADD(-S) on synthetic ones).
         region: the region (silhouette) modality (``refine.region``), which joins the
             field in ``learned`` mode unless ``weight`` is 0; with a depth image it runs
-            only when ``region.with_depth``.
+            only when ``region.with_depth``. Its colour model comes from bands 36 px
+            wide (``band_px``; the tracker keeps 12), which the render-free lines read
+            at 24 offsets per side (``band_samples``): the wider the bands, the less
+            the colours depend on where the current pose puts the outline, and the less
+            the lines follow the pose. Real images (lmo-dev, Intel Xeon), every offset
+            read: bands of 12 / 24 / 36 / 48 px gave ADD(-S)@0.1d 36.9 / 40.6 / 42.0 /
+            39.3%, made worse 12.7 / 11.6 / 11.4 / 11.2%; 36 px read at 6 / 12 / 24
+            offsets: 37.9 / 40.4 / 41.8% (the time per object grows with the offsets);
+            the render-free polish started at the truth ends within ADD(-S)@0.1d for
+            49.3% (12 px), 55.0% (24 px). Synthetic RGB (the benchmark): 62.5% (12 px),
+            60.5% (36 px, 24 offsets). docs/benchmarks.md, "This release (2026-12-03,
+            sixth)".
         region_lead_iterations: with the region modality, the first this many iterations
             run without the network (the silhouette alone, long lines).
         keep_coarse_margin: with the region modality, a refinement whose region score
@@ -129,7 +140,7 @@ class RefinerConfig:
     mode: str = "learned"
     iterations: int = 4
     field_weight: float = 1.0
-    region: RegionConfig = RegionConfig()
+    region: RegionConfig = RegionConfig(band_px=36, band_samples=24)
     region_lead_iterations: int = 0
     keep_coarse_margin: float = 0.0
     keep_coarse_below: float = 0.5

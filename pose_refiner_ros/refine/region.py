@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -66,6 +67,10 @@ class RegionConfig:
         bins: histogram bins per colour channel.
         band_px: width of the bands inside and outside the silhouette whose colours
             build the colour model, crop pixels.
+        band_samples: the render-free lines (``track.measure``, ``refine.sparse_region``)
+            read each band at this many offsets at most, spread evenly from ``gap_px`` to
+            ``band_px`` (:meth:`band_offsets`): a wide band's colours without the cost of
+            reading every pixel of it.
         gap_px: pixels this close to the rendered edge are in neither band.
         eps: ``p_f`` is kept within ``[eps, 1 - eps]`` (robustness to colour-model errors).
         min_std_px: floor of a line's standard deviation, crop pixels.
@@ -92,6 +97,7 @@ class RegionConfig:
     bins: int = 16
     band_px: int = 12
     gap_px: int = 2
+    band_samples: int = 12
     eps: float = 0.1
     min_std_px: float = 0.5
     std_fraction: float = 0.0
@@ -120,6 +126,8 @@ class RegionConfig:
             raise ValueError(f"region.band_px: expected >= 1, got {self.band_px}")
         if not 0 <= self.gap_px < self.band_px:
             raise ValueError(f"region.gap_px: expected 0 <= gap_px < band_px, got {self.gap_px}")
+        if self.band_samples < 1:
+            raise ValueError(f"region.band_samples: expected >= 1, got {self.band_samples}")
         if not 0 < self.eps < 0.5:
             raise ValueError(f"region.eps: expected in (0, 0.5), got {self.eps}")
         if self.edge_snap_px < 0 or self.edge_min_change < 0:
@@ -132,6 +140,15 @@ class RegionConfig:
     def half_len(self, iteration: int) -> float:
         """The line half length of outer iteration ``iteration`` (0-based)."""
         return self.half_len_px[min(iteration, len(self.half_len_px) - 1)]
+
+    def band_offsets(self) -> np.ndarray:
+        """(A,) float64 distances from the edge (pixels, positive) at which the
+        render-free lines read the colour bands, on both sides: every pixel from
+        ``gap_px`` to ``band_px`` (pixel centres), or ``band_samples`` of them spread
+        evenly when the band is wider."""
+        if self.band_px - self.gap_px <= self.band_samples:
+            return np.arange(self.gap_px, self.band_px, dtype=np.float64) + 0.5
+        return np.linspace(self.gap_px + 0.5, self.band_px - 0.5, self.band_samples)
 
 
 @dataclass(frozen=True)

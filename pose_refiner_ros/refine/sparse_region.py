@@ -162,8 +162,8 @@ def sparse_lines(img: torch.Tensor, contour: SparseContour, px_scale: torch.Tens
     if occluder_inv_depth is not None:
         occ_l, _ = _sample(occluder_inv_depth, pos, "nearest")
         free_l = occ_l[:, 0] * z < 1.0
-    # Colour model: one-pixel steps through the bands inside and outside the edge.
-    a = torch.arange(cfg.gap_px, cfg.band_px, dtype=dtype, device=dev) + 0.5  # (A,)
+    # Colour model: the bands inside and outside the edge (RegionConfig.band_offsets).
+    a = torch.as_tensor(cfg.band_offsets(), dtype=dtype, device=dev)  # (A,)
     band = torch.cat([-a.flip(0), a])  # (2A,)
     pos_b = (uv + band[None, None, :, None] * n) * sc
     rgb_b, in_b = _sample(img, pos_b)

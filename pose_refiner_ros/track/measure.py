@@ -147,7 +147,7 @@ def measure_lines(img: np.ndarray, c: Contour, px_scale: float, cfg: RegionConfi
             object, 0 where none (``refine.occlusion``): samples behind it are not used.
     """
     s = np.linspace(-half_len_px, half_len_px, cfg.samples)
-    a = np.arange(cfg.gap_px, cfg.band_px, dtype=np.float64) + 0.5
+    a = cfg.band_offsets()
     band = np.concatenate([-a[::-1], a])
     occ = (_NO_MAP if occluder_inv_depth is None
            else np.ascontiguousarray(occluder_inv_depth, np.float32))

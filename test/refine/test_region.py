@@ -176,6 +176,19 @@ def test_region_settings_are_validated():
     assert cfg.region.half_len(0) == 10.0 and cfg.region.half_len(7) == 5.0
     with pytest.raises(ValueError, match="unknown"):
         RefinerConfig.from_dict({"region": {"wieght": 1}})
+    with pytest.raises(ValueError, match="region.band_samples"):
+        RegionConfig(band_samples=0)
+
+
+def test_band_offsets_read_every_pixel_of_a_narrow_band_and_spread_over_a_wide_one():
+    narrow = RegionConfig(band_px=12, gap_px=2, band_samples=12).band_offsets()
+    np.testing.assert_array_equal(narrow, np.arange(2, 12) + 0.5)
+    wide = RegionConfig(band_px=36, gap_px=2, band_samples=12).band_offsets()
+    assert len(wide) == 12
+    assert wide[0] == 2.5 and wide[-1] == 35.5
+    np.testing.assert_allclose(np.diff(wide), 3.0)
+    # the refiner reads its colours from a band wider than the tracker's
+    assert RefinerConfig().region.band_px > RegionConfig().band_px
 
 
 def test_region_lead_iterations_run_without_the_network(model):
