@@ -130,6 +130,12 @@ class ResultCollector:
             entry = self.results.get(stamp, {})
             return dict(entry) if all(k in entry for k in need) else None
 
+    def received(self, stamp) -> list:
+        """The kinds of output received so far for ``stamp`` (``detections``, ``pose``,
+        ``debug``, ``tf``)."""
+        with self.lock:
+            return sorted(k for k in self.results.get(stamp, {}) if not k.startswith("t_"))
+
 
 def _cell(before: float, after: float | None, fmt: str) -> str:
     after_s = "--" if after is None else format(after, fmt)
@@ -177,11 +183,12 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         return 2
     print(f"[1/4] objects: {', '.join(registry.class_ids)} (from {objects_yaml})")
-    why = (
-        f"model {model}" if mode == "learned"
-        else "no trained model found: the training-free silhouette alignment"
-        if args.mode == "auto" else "training-free, as asked"
-    )
+    if mode == "learned":
+        why = f"model {model}"
+    elif args.mode == "auto":
+        why = "no trained model found: the training-free silhouette alignment"
+    else:
+        why = "training-free, as asked"
     print(f"      mode: {mode} ({why})")
 
     t0 = time.monotonic()
@@ -263,9 +270,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     )
                     return 1
                 if time.monotonic() > t_retry:
-                    with collector.lock:
-                        have = sorted(k for k in collector.results.get(frame.stamp) or {}
-                                      if not k.startswith("t_"))
+                    have = collector.received(frame.stamp)
                     print(f"      frame {i + 1}: no result after {time.monotonic() - t_pub:.0f} s "
                           f"(received: {', '.join(have) or 'nothing'})", flush=True)
                     if "detections" not in have:

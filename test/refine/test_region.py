@@ -174,6 +174,8 @@ def test_region_settings_are_validated():
         RegionConfig(gap_px=20, band_px=12)
     cfg = RefinerConfig.from_dict({"region": {"weight": 0.5, "half_len_px": [10, 5]}})
     assert cfg.region.half_len(0) == 10.0 and cfg.region.half_len(7) == 5.0
+    # the keys not given keep the refiner's defaults, not RegionConfig's own
+    assert cfg.region.band_px == RefinerConfig().region.band_px != RegionConfig().band_px
     with pytest.raises(ValueError, match="unknown"):
         RefinerConfig.from_dict({"region": {"wieght": 1}})
     with pytest.raises(ValueError, match="region.band_samples"):
