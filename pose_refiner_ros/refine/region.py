@@ -87,6 +87,15 @@ class RegionConfig:
             away by 1.2 % of their distance.
         edge_min_change: the colour change (RGB norm across two samples, times the
             window) below which a line keeps the posterior's estimate.
+        outlier_px: on lines no longer than ``outlier_max_half_px`` (the fine steps), a
+            line whose edge is found further than this from the model's edge (crop
+            pixels) counts less: its weight is divided by ``1 + ((|offset| -
+            outlier_px) / outlier_scale_px)^2`` (:meth:`outlier_factor`), a Cauchy
+            weight beyond a dead zone. Under the Huber loss alone an edge far off pulls
+            with a constant force, and a stretch of them (an occluder the refiner does
+            not know, clutter of the object's colours) moves the pose. 0 turns it off
+            (the tracker's default; the refiner's is 2, see ``RefinerConfig.region``).
+        outlier_scale_px, outlier_max_half_px: see ``outlier_px``.
     """
 
     weight: float = 1.0
@@ -106,6 +115,19 @@ class RegionConfig:
     agree_px: float = 1.5
     edge_snap_px: float = 2.0
     edge_min_change: float = 0.05
+    outlier_px: float = 0.0
+    outlier_scale_px: float = 1.5
+    outlier_max_half_px: float = 8.0
+
+    def outlier_factor(self, mean_px, half_len_px: float):
+        """The factor (1, or an array shaped as ``mean_px``) by which ``outlier_px``
+        scales the lines' weights: ``mean_px`` the edges' offsets from the model's edge
+        (a NumPy array or a torch tensor), ``half_len_px`` the lines' half length."""
+        if self.outlier_px <= 0 or half_len_px > self.outlier_max_half_px:
+            return 1.0
+        e = (abs(mean_px) - self.outlier_px) / self.outlier_scale_px
+        e = e * (e > 0)
+        return 1.0 / (1.0 + e * e)
 
     def __post_init__(self):
         if self.weight < 0:
@@ -133,6 +155,9 @@ class RegionConfig:
         if self.edge_snap_px < 0 or self.edge_min_change < 0:
             raise ValueError("region.edge_snap_px, region.edge_min_change: expected >= 0, got "
                              f"{self.edge_snap_px}, {self.edge_min_change}")
+        if self.outlier_px < 0 or self.outlier_scale_px <= 0:
+            raise ValueError("region.outlier_px, region.outlier_scale_px: expected >= 0 and "
+                             f"> 0, got {self.outlier_px}, {self.outlier_scale_px}")
         for name in ("min_std_px", "huber_px", "sigma_px", "agree_px"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"region.{name}: expected > 0, got {getattr(self, name)}")
@@ -402,7 +427,8 @@ def line_term(contour: Contour, lines: LineMeasurements, K_crop: torch.Tensor,
     ``floor^2 / max(variance, floor^2)`` in (0, 1], times ``cfg.weight``, with the
     standard deviation floor ``max(min_std_px, std_fraction * half_len_px)``: on long
     lines every line counts alike, so that the far-off edges move the pose as much as
-    the near ones hold it (coarse to fine); the Huber threshold is at least the floor.
+    the near ones hold it (coarse to fine); the Huber threshold is at least the floor;
+    on the fine lines, edges far from the model's count less (``cfg.outlier_px``).
 
     Args:
         K_crop: (B, 3, 3) intrinsics of the crops the contour lives in.
@@ -412,5 +438,6 @@ def line_term(contour: Contour, lines: LineMeasurements, K_crop: torch.Tensor,
     target = contour.uv + lines.mean_px[..., None] * contour.normal
     floor = max(cfg.min_std_px, cfg.std_fraction * half_len_px)
     w = lines.seen * (floor**2 / lines.var_px2.clamp_min(floor**2))
+    w = w * cfg.outlier_factor(lines.mean_px, half_len_px)
     return LineTerm(contour.pts_obj, target, contour.normal, w, K_crop, scale=cfg.weight,
                     huber=max(cfg.huber_px, floor), min_depth_m=min_depth_m)

@@ -220,6 +220,7 @@ def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
                               occluder_inv_depth=occluder_inv_depth)
         floor = max(floor_min, cfg.std_fraction * half)
         w = lines.seen * (floor**2 / np.maximum(lines.var_px2, floor**2))
+        w = w * cfg.outlier_factor(lines.mean_px, half)
         term = LineResiduals(c.pts_obj, c.uv + lines.mean_px[:, None] * c.normal, c.normal,
                              w * max(cfg.weight, 1e-6), K_s, max(cfg.huber_px, floor),
                              min_depth_m)

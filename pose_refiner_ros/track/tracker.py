@@ -355,6 +355,7 @@ class Tracker:
                 new_hist = (lines.hist_f, lines.hist_b)
             floor = max(rc.min_std_px, rc.std_fraction * half)
             w = lines.seen * (floor**2 / np.maximum(lines.var_px2, floor**2))
+            w = w * rc.outlier_factor(lines.mean_px, half)
             terms = [LineResiduals(contour.pts_obj,
                                    contour.uv + lines.mean_px[:, None] * contour.normal,
                                    contour.normal, w * max(rc.weight, 1e-6), K_s,

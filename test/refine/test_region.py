@@ -307,3 +307,21 @@ def test_restart_settings_are_validated():
     with pytest.raises(ValueError, match="restart_deg"):
         RefinerConfig(restart_deg=0.0)
     assert replace(RefinerConfig(), restarts=0).restarts == 0
+
+
+def test_outlier_factor_weights_down_far_edges_on_fine_lines_only():
+    """``RegionConfig.outlier_px``: full weight within the dead zone, a Cauchy fall-off
+    beyond it, the same for NumPy and torch; long lines and ``outlier_px`` 0 untouched."""
+    cfg = RegionConfig(outlier_px=2.0, outlier_scale_px=1.5, outlier_max_half_px=8.0)
+    off = np.array([0.0, -1.9, 2.0, 3.5, -3.5, 6.0])
+    f = cfg.outlier_factor(off, 6.0)
+    np.testing.assert_allclose(f, [1.0, 1.0, 1.0, 0.5, 0.5, 1.0 / (1.0 + (4.0 / 1.5) ** 2)])
+    ft = cfg.outlier_factor(torch.as_tensor(off), 6.0)
+    np.testing.assert_allclose(ft.numpy(), f)
+    assert cfg.outlier_factor(off, 16.0) == 1.0  # the long lines of the coarse steps
+    assert RegionConfig().outlier_factor(off, 6.0) == 1.0  # off by default (the tracker)
+    assert RefinerConfig().region.outlier_px == 2.0  # on in the refiner
+    with pytest.raises(ValueError, match="outlier"):
+        RegionConfig(outlier_px=-1.0)
+    with pytest.raises(ValueError, match="outlier"):
+        RegionConfig(outlier_scale_px=0.0)

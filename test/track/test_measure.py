@@ -3,6 +3,8 @@ refiner's torch modality (``refine.sparse_region``, ``refine.sparse_depth``,
 ``solver.gauss_newton``) written again for speed: on the same frame and pose they must
 give the same contour, line measurements, depth matches and Gauss-Newton step."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -218,10 +220,11 @@ def test_texture_follows_surface_points_into_the_next_frame():
     assert np.median(np.linalg.norm(proj - uv, axis=1)) < 1.0
 
 
-@pytest.mark.parametrize("with_occluder", [False, True])
-def test_region_solve_matches_the_torch_solve(scene, with_occluder):
+@pytest.mark.parametrize("with_occluder,outlier_px", [(False, 0.0), (True, 0.0), (False, 2.0)])
+def test_region_solve_matches_the_torch_solve(scene, with_occluder, outlier_px):
     """The refiner's polish and consensus run ``region_solve``; it must end where the
-    batched torch solve ends, with an occluder map too."""
+    batched torch solve ends, with an occluder map too, and with far edges weighted down
+    (``RegionConfig.outlier_px``, the refiner's default)."""
     from pose_refiner_ros.geometry.lie import rotation_angle_deg
     from pose_refiner_ros.refine.sparse_region import sparse_region_solve
     from pose_refiner_ros.track.measure import region_solve
@@ -234,12 +237,13 @@ def test_region_solve_matches_the_torch_solve(scene, with_occluder):
         occ = np.zeros((H, W), np.float32)
         occ[:, : int(T[0, 3] / T[2, 3] * K[0, 0] + K[0, 2])] = 1.0 / (T[2, 3] - 0.1)
     sched = (16.0, 8.0, 6.0, 6.0)
-    ours, _ = region_solve(rgb, K, T, ViewArrays.from_model(vm), SCALE, CFG, sched, 2,
+    cfg = replace(CFG, outlier_px=outlier_px)
+    ours, _ = region_solve(rgb, K, T, ViewArrays.from_model(vm), SCALE, cfg, sched, 2,
                            occluder_inv_depth=occ)
     vm64, _, _ = _torch_setup(vm, K, T)
     ref, _ = sparse_region_solve(_torch(rgb).permute(2, 0, 1)[None], _torch(K)[None],
                                  _torch(T)[None], [vm64], torch.zeros(1, dtype=torch.long),
-                                 _torch([SCALE]), CFG, sched, lm_iterations=2,
+                                 _torch([SCALE]), cfg, sched, lm_iterations=2,
                                  occluder_inv_depth=None if occ is None else
                                  _torch(occ)[None, None])
     ref = ref[0].numpy()
