@@ -48,10 +48,11 @@ class RefinerConfig:
             the render-free polish started at the truth ends within ADD(-S)@0.1d for
             49.3% (12 px), 55.0% (24 px). Synthetic RGB (the benchmark): 62.5% (12 px),
             60.5% (36 px, 24 offsets). docs/benchmarks.md, "The release before
-            (2026-12-03, sixth)". On the fine lines (8 px and shorter) an edge found more than 2 px
-            from the model's counts less (``outlier_px``: a Cauchy weight beyond a dead
-            zone), so that a stretch of contour behind an occluder the refiner does not
-            know, or against clutter of the object's colours, does not drag the pose:
+            (2026-12-03, sixth)". On the fine lines (8 px and shorter) an edge found
+            more than 2 px from the model's counts less (``outlier_px``: a Cauchy
+            weight beyond a dead zone), so that a stretch of contour behind an
+            occluder the refiner does not know, or against clutter of the object's
+            colours, does not drag the pose:
             the polish started at the truth ends within ADD(-S)@0.1d for 59.1% of
             lmo-dev's instances instead of 51.3% (those behind unknown occluders 55.6%
             instead of 36.1%); the whole check 41.8 -> 42.0%, median rotation error

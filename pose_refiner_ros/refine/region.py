@@ -313,8 +313,6 @@ def line_term(contour: Contour, lines: LineMeasurements, K_crop: torch.Tensor,
     from ..solver.terms import LineTerm
 
     target = contour.uv + lines.mean_px[..., None] * contour.normal
-    floor = max(cfg.min_std_px, cfg.std_fraction * half_len_px)
-    w = lines.seen * (floor**2 / lines.var_px2.clamp_min(floor**2))
-    w = w * cfg.outlier_factor(lines.mean_px, half_len_px)
+    w, huber = cfg.line_weights(lines.mean_px, lines.var_px2, lines.seen, half_len_px)
     return LineTerm(contour.pts_obj, target, contour.normal, w, K_crop, scale=cfg.weight,
-                    huber=max(cfg.huber_px, floor), min_depth_m=min_depth_m)
+                    huber=huber, min_depth_m=min_depth_m)

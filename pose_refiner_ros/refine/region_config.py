@@ -38,7 +38,7 @@ class RegionConfig:
         eps: ``p_f`` is kept within ``[eps, 1 - eps]`` (robustness to colour-model errors).
         min_std_px: floor of a line's standard deviation, crop pixels.
         std_fraction: the residual weights floor the standard deviation at this share
-            of the line's half length as well (see :func:`line_term`).
+            of the line's half length as well (:meth:`line_weights`).
         huber_px: Huber threshold of the contour residuals, crop pixels.
         sigma_px: blur of the rendered mask for normals and the sub-pixel edge.
         agree_px: the region score counts a contour point whose edge is found within
@@ -81,6 +81,21 @@ class RegionConfig:
     outlier_px: float = 0.0
     outlier_scale_px: float = 1.5
     outlier_max_half_px: float = 8.0
+
+    def line_weights(self, mean_px, var_px2, seen, half_len_px: float):
+        """``(weights, huber)`` of the contour residuals of lines of half length
+        ``half_len_px``, for every user of the lines (the loop's rendered lines, the
+        render-free steps, the tracker): ``floor^2 / max(variance, floor^2)`` for the
+        ``seen`` lines (0 for the others), with the standard deviation floor ``max(min_std_px,
+        std_fraction * half_len_px)``, times :meth:`outlier_factor`; the Huber threshold is
+        ``huber_px``, at least the floor. ``mean_px``, ``var_px2``, ``seen``: NumPy arrays
+        or torch tensors of one shape; the weights come back as the same kind, before
+        ``weight`` scales them."""
+        floor = max(self.min_std_px, self.std_fraction * half_len_px)
+        f2 = floor**2
+        var = var_px2.clamp_min(f2) if hasattr(var_px2, "clamp_min") else np.maximum(var_px2, f2)
+        w = seen * (f2 / var)
+        return w * self.outlier_factor(mean_px, half_len_px), max(self.huber_px, floor)
 
     def outlier_factor(self, mean_px, half_len_px: float):
         """The factor (1, or an array shaped as ``mean_px``) by which ``outlier_px``

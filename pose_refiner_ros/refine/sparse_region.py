@@ -248,10 +248,7 @@ def sparse_region_solve(img: torch.Tensor, K: torch.Tensor, T: torch.Tensor,
 def sparse_line_term(contour: SparseContour, lines: SparseLines, K_s: torch.Tensor,
                      cfg: RegionConfig, half_len_px: float, min_depth_m: float = 1e-3):
     """The point-to-line residuals of the measured edges (as ``region.line_term``)."""
-    floor = max(cfg.min_std_px, cfg.std_fraction * half_len_px)
-    w = lines.seen * (floor**2 / lines.var_px2.clamp_min(floor**2))
-    w = w * cfg.outlier_factor(lines.mean_px, half_len_px)
+    w, huber = cfg.line_weights(lines.mean_px, lines.var_px2, lines.seen, half_len_px)
     target = contour.uv + lines.mean_px[..., None] * contour.normal
     return LineTerm(contour.pts_obj, target, contour.normal, w, K_s,
-                    scale=max(cfg.weight, 1e-6), huber=max(cfg.huber_px, floor),
-                    min_depth_m=min_depth_m)
+                    scale=max(cfg.weight, 1e-6), huber=huber, min_depth_m=min_depth_m)

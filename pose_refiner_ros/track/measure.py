@@ -208,7 +208,6 @@ def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
 
     K_s = K.copy()
     K_s[:2] /= px_scale
-    floor_min = cfg.min_std_px
     score = 0.0
     schedule = tuple(schedule)
     final_run = len(schedule) - 1  # index of the first of the final run of equal lengths
@@ -218,12 +217,9 @@ def region_solve(img: np.ndarray, K: np.ndarray, T: np.ndarray, va: ViewArrays,
         c = project_contour(va, T, K_s)
         lines = measure_lines(img, c, px_scale, cfg, half,
                               occluder_inv_depth=occluder_inv_depth)
-        floor = max(floor_min, cfg.std_fraction * half)
-        w = lines.seen * (floor**2 / np.maximum(lines.var_px2, floor**2))
-        w = w * cfg.outlier_factor(lines.mean_px, half)
+        w, huber = cfg.line_weights(lines.mean_px, lines.var_px2, lines.seen, half)
         term = LineResiduals(c.pts_obj, c.uv + lines.mean_px[:, None] * c.normal, c.normal,
-                             w * max(cfg.weight, 1e-6), K_s, max(cfg.huber_px, floor),
-                             min_depth_m)
+                             w * max(cfg.weight, 1e-6), K_s, huber, min_depth_m)
         T_prev = T
         T = lm_steps(T, [term], lm_iterations, max_step_rad=max_step_rad)
         score = lines.score

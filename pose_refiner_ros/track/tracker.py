@@ -353,13 +353,11 @@ class Tracker:
                                   cfg.hist_rate if hist is not None else 1.0)
             if new_hist is None:
                 new_hist = (lines.hist_f, lines.hist_b)
-            floor = max(rc.min_std_px, rc.std_fraction * half)
-            w = lines.seen * (floor**2 / np.maximum(lines.var_px2, floor**2))
-            w = w * rc.outlier_factor(lines.mean_px, half)
+            w, huber = rc.line_weights(lines.mean_px, lines.var_px2, lines.seen, half)
             terms = [LineResiduals(contour.pts_obj,
                                    contour.uv + lines.mean_px[:, None] * contour.normal,
-                                   contour.normal, w * max(rc.weight, 1e-6), K_s,
-                                   max(rc.huber_px, floor), cfg.solver.min_depth_m)]
+                                   contour.normal, w * max(rc.weight, 1e-6), K_s, huber,
+                                   cfg.solver.min_depth_m)]
             if depth is not None and cfg.depth_weight > 0:
                 p, n, X = match_depth(va, contour.view, T, depth, K, cfg.depth_gate_m,
                                       cfg.solver.min_depth_m)
