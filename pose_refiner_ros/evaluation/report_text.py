@@ -36,7 +36,7 @@ def report_markdown(title: str, meta: dict, summary: dict, plots: dict[str, str]
     if m:
         lines += ["", "## Metrics (coarse vs refined)", "",
                   "Definitions: `docs/protocol.md`, "
-                  "`pose_refiner_ros/evaluation/metrics.py`.",
+                  "`pose_refiner_ros/evaluation/pose_errors.py`.",
                   "", "| metric | coarse | refined |", "|---|---:|---:|"]
         for k in m["refined"]:
             if k == "n":

@@ -159,7 +159,7 @@ def test_symmetry_aware_metrics_match_loops(seed, n_sym):
 
 
 def test_many_symmetries_are_processed_in_blocks(monkeypatch):
-    import pose_refiner_ros.evaluation.metrics as metrics
+    import pose_refiner_ros.evaluation.pose_errors as metrics
 
     T_est, T_gt, pts, S = _random_case(3, 9)
     full = mssd(T_est, T_gt, pts, S)
