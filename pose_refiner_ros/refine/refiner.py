@@ -271,7 +271,7 @@ class Refiner(RegionSteps):
         else:
             T, iterates, score, n_iter, region_scores = self._loop(
                 img, depth, K_t, T, meshes, mesh_idx, corners, diam, timer,
-                final_score=not self.cfg.region_polish)
+                final_score=not self.cfg.region_polish or self.cfg.loop_best_iterate)
             if region_scores is not None and self.cfg.region_polish:
                 with timer.section("polish"):
                     T = self._sparse(img, K_t, T, class_ids, mesh_idx, corners,
@@ -330,7 +330,9 @@ class Refiner(RegionSteps):
               final_score=True):
         """The render-and-compare iterations. With the region modality the region scores
         of the starting poses and (unless not ``final_score``: a later stage scores its
-        own result) of the final ones come back too."""
+        own result) of the final ones come back too; with ``loop_best_iterate`` (which
+        needs ``final_score``) each object's pose is the iterate with the best region
+        score, the coarse pose included."""
         cfg, S = self.cfg, self.cfg.crop_size
         B = T.shape[0]
         use_region = cfg.mode == "region" or (
@@ -344,6 +346,8 @@ class Refiner(RegionSteps):
         active = torch.ones(B, dtype=torch.bool, device=self.device)
         score = torch.zeros(B, device=self.device)
         region_init = torch.zeros(B, device=self.device)
+        keep_best = use_region and final_score and cfg.loop_best_iterate
+        best_T, best_score = T.clone(), torch.full((B,), -1.0, device=self.device)
         T0z = T[:, 2, 3].clone()
         n_iter = 0
         for it in range(cfg.iterations):
@@ -378,11 +382,15 @@ class Refiner(RegionSteps):
                         occ = self._occluders(img, K, T, meshes, mesh_idx)
                     contour, lines, r_score = self._region_measure(
                         img, K, T, meshes, mesh_idx, idx, crop, img_crop, frags,
-                        cfg.region.half_len(it), with_score=it == 0, occ=occ)
+                        cfg.region.half_len(it), with_score=it == 0 or keep_best, occ=occ)
                     extra.append(line_term(contour, lines, crop.K_crop, cfg.region,
                                            cfg.region.half_len(it), cfg.solver.min_depth_m))
                     if it == 0:
                         region_init[idx] = r_score
+                    if keep_best:  # the score of the pose this iteration starts from
+                        better = idx[r_score > best_score[idx]]
+                        best_score[better] = r_score[r_score > best_score[idx]]
+                        best_T[better] = T[better]
             if use_region and depth is None and cfg.depth_prior_weight > 0:
                 # A depth term on the object origin: its distance stays near the coarse one.
                 zero = torch.zeros_like(T[idx, :1, :3])
@@ -436,6 +444,14 @@ class Refiner(RegionSteps):
                 with timer.section("region"):
                     region_final = self._region_score_at(img, K, T, meshes, mesh_idx,
                                                          corners, diam)
+            if keep_best:
+                # Where an earlier iterate scored higher than the last, the loop drifted
+                # (on real images: dragged over an occluder the refiner does not know).
+                back = best_score > region_final
+                if back.any():
+                    T = torch.where(back[:, None, None], best_T, T)
+                    region_final = torch.where(back, best_score, region_final)
+                    iterates = iterates + [T.clone()]
             region_scores = (region_init, region_final)
             score = region_final
         return T, torch.stack(iterates, 1), score, n_iter, region_scores

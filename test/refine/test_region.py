@@ -260,15 +260,36 @@ def test_starts_are_the_coarse_pose_and_its_rotations_about_the_camera_axes():
                           (s[2, 0, :3, :3] @ T0[0, :3, :3].T).T, atol=1e-12)
 
 
-def _rejecting_refiner(model, restarts, keep=7):
+def _rejecting_refiner(model, restarts, keep=7, **cfg_kw):
     """A refiner whose network (random weights, heavy field weight) drags the first
-    pass far off, so that the gate rejects it."""
+    pass far off, so that the gate rejects it (the loop returns its last iterate, not
+    the best-scoring one, which would be the coarse pose)."""
     from pose_refiner_ros.net.model import CorrespondenceNet
 
     torch.manual_seed(0)
     cfg = RefinerConfig(iterations=4, crop_size=96, device="cpu", field_weight=200.0,
-                        restarts=restarts, restart_keep=keep)
+                        restarts=restarts, restart_keep=keep,
+                        **{"loop_best_iterate": False, **cfg_kw})
     return Refiner(ObjectRegistry([model]), cfg, CorrespondenceNet())
+
+
+def test_the_loop_returns_its_best_scoring_iterate_not_a_drifted_last_one(model):
+    """The network drags every iteration further off; with ``loop_best_iterate`` the
+    loop's result is the iterate with the highest region score, which is an earlier
+    one (here the coarse pose), not the last."""
+    T_gt = _pose(model, 3.0)
+    img = _photo(model, T_gt, K_RESTART)
+    T0 = perturb_pose(T_gt, np.random.default_rng(4), sigma_r_deg=6.0,
+                      sigma_t_m=(0.02 * model.diameter_m,) * 3)
+    quiet = dict(region_polish=(), consensus_starts=0)
+    last = _rejecting_refiner(model, 0, **quiet).refine(img, K_RESTART,
+                                                        [(model.class_id, T0)])[0]
+    best = _rejecting_refiner(model, 0, loop_best_iterate=True, **quiet).refine(
+        img, K_RESTART, [(model.class_id, T0)])[0]
+    n = last.iterations
+    assert len(best.iterates) == n + 2  # the coarse pose, n iterates, the one kept
+    assert any(np.allclose(best.iterates[-1], best.iterates[k]) for k in range(n))
+    assert _rot_err(best.iterates[-1], T_gt) < _rot_err(last.iterates[-1], T_gt)
 
 
 @pytest.mark.parametrize("keep", [7, 1])
