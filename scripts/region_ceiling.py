@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from pose_refiner_ros.data.bop import BopDataset, registry_from_bop_models  # noqa: E402
 from pose_refiner_ros.evaluation.node_config import build_refiner, load_node_params  # noqa: E402
-from pose_refiner_ros.refine.refiner import as_image_tensor  # noqa: E402
+from pose_refiner_ros.refine.inputs import as_image_tensor  # noqa: E402
 from pose_refiner_ros.track.measure import measure_lines, project_contour  # noqa: E402
 
 

@@ -148,7 +148,8 @@ def run_benchmark(cfg: BenchConfig, model_path: str | os.PathLike | None = None,
     from ..data.synthetic import SyntheticConfig
     from ..evaluation.metrics import summarize
     from ..mesh.registry import ObjectRegistry
-    from ..refine.refiner import Refiner, RefinerConfig, resolve_device
+    from ..refine.inputs import resolve_device
+    from ..refine.refiner import Refiner, RefinerConfig
     from ..resources import default_model_path
     from ..train.checkpoint import load_checkpoint, read_checkpoint
     from .budget import expectation

@@ -41,6 +41,7 @@ from ..solver.terms import DepthTerm
 from .config import MODES, RefinerConfig, RefineResult
 from .estimators import make_estimator
 from .field import correspondences, sample_map
+from .inputs import StageTimer, as_image_tensor, render_input, resolve_device
 from .polish import PassPoints, grid_normals_obj, plane_terms, polish_pose
 from .region import line_term
 from .region_steps import RegionSteps
@@ -49,78 +50,6 @@ from .trust import consensus_spread, verdicts
 
 __all__ = ["MODES", "RefinerConfig", "RefineResult", "Refiner", "resolve_device",
            "render_input", "as_image_tensor"]
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device: {device!r} asked for, but this machine has no CUDA device; "
-            "use 'auto' or 'cpu'"
-        )
-    return dev
-
-
-def render_input(frags, rgb: torch.Tensor, z_centre_m: torch.Tensor, diameter_m: torch.Tensor):
-    """Stack the rendering channels the network takes: (B, 8, S, S).
-
-    Args:
-        frags: ``render.Fragments`` of a (B, S, S) rendering.
-        rgb: (B, S, S, 3) shaded colour in [0, 1].
-        z_centre_m: (B,) depth of the object origin at the rendered pose.
-        diameter_m: (B,) object diameters.
-
-    Channels: shaded RGB (3), mask (1), camera-frame normals (3), depth relative to the
-    object centre in diameters (1); all 0 on the background.
-    """
-    mask = frags.mask.to(rgb.dtype)
-    depth_rel = (frags.depth_m - z_centre_m[:, None, None]) / diameter_m[:, None, None] * mask
-    return torch.cat(
-        [
-            rgb.permute(0, 3, 1, 2),
-            mask[:, None],
-            frags.normal_cam.permute(0, 3, 1, 2),
-            depth_rel[:, None],
-        ],
-        dim=1,
-    )
-
-
-def as_image_tensor(image, device) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB (numpy or torch) or float in [0, 1] -> (1, 3, H, W) float32."""
-    t = torch.as_tensor(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
-    if t.dim() != 3 or t.shape[-1] != 3:
-        raise ValueError(f"image: expected (H, W, 3) RGB, got shape {tuple(t.shape)}")
-    if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError("image: empty")
-    t = t.to(device)
-    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
-    return t.permute(2, 0, 1)[None].contiguous()
-
-
-class _Timer:
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.ms: dict = {}
-
-    def section(self, name: str):
-        timer = self
-
-        class _Section:
-            def __enter__(self):
-                if timer.device.type == "cuda":
-                    torch.cuda.synchronize(timer.device)
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                if timer.device.type == "cuda":
-                    torch.cuda.synchronize(timer.device)
-                timer.ms[name] = timer.ms.get(name, 0.0) + 1e3 * (time.perf_counter() - self.t0)
-
-        return _Section()
-
 
 class Refiner(RegionSteps):
     """Refines coarse 6D poses of registered objects in an RGB (or RGB-D) image.
@@ -225,7 +154,7 @@ class Refiner(RegionSteps):
         """
         if len(objects) == 0:
             return []
-        timer = _Timer(self.device)
+        timer = StageTimer(self.device)
         t_start = time.perf_counter()
         img = as_image_tensor(image, self.device)
         H, W = img.shape[-2:]

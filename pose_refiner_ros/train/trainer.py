@@ -35,7 +35,7 @@ import yaml
 from ..evaluation.all_or_nothing import pause_for_test, signals_held_back
 from ..net.model import CorrespondenceNet
 from ..refine.field import correspondences
-from ..refine.refiner import render_input, resolve_device
+from ..refine.inputs import render_input, resolve_device
 from ..render.base import RenderMesh, make_renderer
 from ..render.shading import shade
 from ..solver.gauss_newton import solve_pose

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..refine.field import correspondences
-from ..refine.refiner import render_input
+from ..refine.inputs import render_input
 from ..render.base import RenderMesh
 from ..render.shading import shade
 from ..solver.gauss_newton import SolverConfig, solve_pose
