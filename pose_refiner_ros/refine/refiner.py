@@ -317,9 +317,9 @@ class Refiner(RegionSteps):
                     if it == 0:
                         region_init[idx] = r_score
                     if keep_best:  # the score of the pose this iteration starts from
-                        better = idx[r_score > best_score[idx]]
-                        best_score[better] = r_score[r_score > best_score[idx]]
-                        best_T[better] = T[better]
+                        up = r_score > best_score[idx]
+                        best_score[idx[up]] = r_score[up]
+                        best_T[idx[up]] = T[idx[up]]
             if use_region and depth is None and cfg.depth_prior_weight > 0:
                 # A depth term on the object origin: its distance stays near the coarse one.
                 zero = torch.zeros_like(T[idx, :1, :3])
@@ -380,7 +380,7 @@ class Refiner(RegionSteps):
                 if back.any():
                     T = torch.where(back[:, None, None], best_T, T)
                     region_final = torch.where(back, best_score, region_final)
-                    iterates = iterates + [T.clone()]
+                    iterates.append(T.clone())
             region_scores = (region_init, region_final)
             score = region_final
         return T, torch.stack(iterates, 1), score, n_iter, region_scores
