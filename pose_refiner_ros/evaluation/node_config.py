@@ -62,7 +62,7 @@ def load_registry(spec: str | os.PathLike):
         p = Path(spec[4:])
         return registry_from_bop_models(p / "models" if (p / "models").is_dir() else p)
     from ..mesh.registry import ObjectRegistry
-    from ..ros.params import resolve_path
+    from ..ros.startup import resolve_path
 
     try:
         path = resolve_path(spec, "objects")
@@ -72,12 +72,12 @@ def load_registry(spec: str | os.PathLike):
 
 
 def build_refiner(params, registry):
-    """The :class:`Refiner` the node builds from ``params`` (``ros.params.refiner_from_params``).
+    """The :class:`Refiner` the node builds from ``params`` (``ros.startup.refiner_from_params``).
 
     Returns (refiner, model file or None). Raises FileNotFoundError when the mode needs a
     model file that is missing.
     """
-    from ..ros.params import refiner_from_params
+    from ..ros.startup import refiner_from_params
 
     try:
         refiner, model, _ = refiner_from_params(params, registry)

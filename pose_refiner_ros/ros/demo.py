@@ -159,7 +159,7 @@ def run_demo(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
     from ..mesh.registry import ObjectRegistry
     from .availability import ros_missing_message
-    from .params import resolve_path
+    from .startup import resolve_path
 
     missing = ros_missing_message()
     if missing:  # before anything is rendered or started

@@ -9,7 +9,7 @@ three tracked objects at 30 Hz: 6 -> 20-28 ms per object and frame, 15-25 % of t
 frames published instead of 86 %). So the re-registrations run in a child process (the
 standard library's ``multiprocessing``, started with ``spawn``: a fresh interpreter, no
 ROS in it), which loads the same objects YAML and builds the same refiner from the
-node's parameters (``ros.params.refiner_from_params``), and takes one job at a time. It
+node's parameters (``ros.startup.refiner_from_params``), and takes one job at a time. It
 runs at a lower scheduling priority (``nice`` 10): the tracker, which must keep up with
 the camera, gets the CPU first.
 
@@ -45,7 +45,7 @@ def _serve(conn, objects_file: str, params) -> None:
     import torch
 
     from ..mesh.registry import ObjectRegistry
-    from .params import refiner_from_params
+    from .startup import refiner_from_params
 
     # The tracker is the node's real-time work; this process takes what CPU it leaves.
     try:

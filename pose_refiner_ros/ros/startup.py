@@ -1,5 +1,7 @@
 """What the node loads once, at start-up: the objects YAML, the refiner with its model,
-and the contour models of the RGB refinement.
+and the contour models of the RGB refinement; and where a path parameter's file is
+(:func:`resolve_path`) and which refiner the parameters build (:func:`refiner_from_params`,
+shared with ``pose-refiner eval`` and ``eval-bag``).
 
 :func:`load_refiner` turns every failure into a :class:`StartupError` whose message
 names the file or parameter and the fix; ``ros.node_main`` prints it as one line and
@@ -12,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 import time
 
-from .params import refiner_from_params, resolve_path
-
-__all__ = ["Loaded", "StartupError", "load_refiner"]
+__all__ = ["Loaded", "StartupError", "load_refiner", "package_roots", "resolve_path",
+           "refiner_from_params"]
 
 
 class StartupError(RuntimeError):
@@ -111,3 +112,88 @@ def load_refiner(p, logger) -> Loaded:
         )
     return Loaded(registry, refiner, mode, str(model) if model is not None else None,
                   str(objects))
+
+
+def package_roots() -> list:
+    """Where bundled files (``config/``, ``models/``) are looked up, in order: the
+    package's share directory (a colcon or pip install) and the source tree."""
+    from pathlib import Path
+
+    roots = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        roots.append(Path(get_package_share_directory("pose_refiner_ros")))
+    except Exception:  # not installed in an ament prefix, or ament_index_python missing
+        pass
+    source = Path(__file__).resolve().parents[2]
+    if (source / "package.xml").is_file():
+        roots.append(source)
+    return roots
+
+
+def resolve_path(value: str, name: str):
+    """The file a path parameter names, as an absolute ``Path``.
+
+    An absolute path is taken as is; a relative one is looked up in the working
+    directory, then in each of :func:`package_roots`.
+
+    Raises:
+        FileNotFoundError: naming the parameter and every place looked in, or the
+            directory found where a file was expected.
+    """
+    from pathlib import Path
+
+    if not value:
+        raise FileNotFoundError(f"parameter {name!r} is empty")
+    path = Path(value).expanduser()
+    candidates = (
+        [path] if path.is_absolute() else [Path.cwd() / path] + [r / path for r in package_roots()]
+    )
+    candidates = list(dict.fromkeys(c.resolve() for c in candidates))
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    folders = [c for c in candidates if c.is_dir()]
+    if folders:
+        raise FileNotFoundError(
+            f"parameter {name!r}: {folders[0]} is a directory, not a file"
+        )
+    raise FileNotFoundError(
+        f"parameter {name!r}: file {value!r} not found (looked in: "
+        f"{', '.join(str(c) for c in candidates)})"
+    )
+
+
+def refiner_from_params(params, registry):
+    """Build the :class:`~pose_refiner_ros.refine.refiner.Refiner` that ``params`` describe.
+
+    One implementation for the node and for ``pose-refiner eval-bag``, so that offline
+    evaluation runs exactly what the node runs. Mode ``auto`` is ``learned`` when
+    ``model_path`` resolves to a file, else ``region``.
+
+    Returns:
+        (refiner, model file or None, the mode that runs).
+
+    Raises:
+        FileNotFoundError: mode ``learned`` / ``gcf-adam`` and no model file.
+        ValueError: invalid settings (the message names them).
+    """
+    from ..refine.refiner import Refiner, RefinerConfig
+
+    mode = params.mode
+    model = None
+    if mode not in ("flow", "region"):
+        try:
+            model = resolve_path(params.model_path, "model_path")
+        except FileNotFoundError:
+            if mode != "auto":
+                raise
+        if mode == "auto":
+            mode = "learned" if model is not None else "region"
+    cfg = RefinerConfig(mode=mode, iterations=params.iterations, crop_size=params.crop_size,
+                        use_depth=params.use_depth, device=params.device,
+                        cpu_threads=params.cpu_threads)
+    if mode in ("flow", "region"):
+        return Refiner(registry, cfg), None, mode
+    return Refiner.from_checkpoint(model, registry, cfg), model, mode

@@ -7,7 +7,8 @@ import pytest
 from pose_refiner_ros.mesh.registry import ObjectRegistry
 from pose_refiner_ros.net.model import CorrespondenceNet, NetConfig
 from pose_refiner_ros.resources import share_dir
-from pose_refiner_ros.ros.params import NodeParams, refiner_from_params
+from pose_refiner_ros.ros.params import NodeParams
+from pose_refiner_ros.ros.startup import refiner_from_params
 from pose_refiner_ros.train.checkpoint import save_checkpoint
 
 
