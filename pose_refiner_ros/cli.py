@@ -20,7 +20,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("the refinement test on a BOP or Pix3D dataset: every metric, BOP results CSV",
              "pose_refiner_ros.evaluation.eval_dataset:add_subcommand"),
     "eval-bag": ("refine every frame of a recorded ROS 2 bag offline: output bag and report",
-                 "pose_refiner_ros.evaluation.eval_bag:add_subcommand"),
+                 "pose_refiner_ros.evaluation.eval_bag_command:add_subcommand"),
     "train": ("train or fine-tune the network on synthetic data from meshes",
               "pose_refiner_ros.train.command:add_subcommand"),
     "refine": ("refine object poses in one image file: JSON and overlay",
