@@ -1,5 +1,5 @@
-"""The refiner's training crops (:func:`make_training_batch`) and their stream
-(:class:`SyntheticDataset`).
+"""The refiner's training crops (:func:`make_training_batch`); training streams them
+with ``train.stream.TrainStream``.
 
 Each sample picks a model, a ground-truth pose ``T_gt`` and intrinsics ``K``, draws
 ``T_init`` by the protocol's perturbation
@@ -36,7 +36,7 @@ the rng's state, the models and the config.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 import math
 
 import numpy as np
@@ -57,7 +57,7 @@ from .synthetic import (
     _sample_poses,
 )
 
-__all__ = ["make_training_batch", "draw_targets", "SyntheticDataset"]
+__all__ = ["make_training_batch", "draw_targets"]
 
 
 def _jitter_crops(rng, K: torch.Tensor, K_crop: torch.Tensor, box: torch.Tensor, S: int,
@@ -377,62 +377,3 @@ def _simulate_resolution(image, depth, box, S: int):
         sd = F.interpolate(depth[b : b + 1], size=(n, n), mode="nearest")
         out_d[b] = F.interpolate(sd, size=(S, S), mode="nearest")[0]
     return out_i, out_d
-
-
-
-# ---------------------------------------------------------------------------------------
-# streaming
-# ---------------------------------------------------------------------------------------
-
-
-class SyntheticDataset(torch.utils.data.IterableDataset):
-    """An endless (or ``num_batches`` long) stream of training batches.
-
-    Use with ``DataLoader(dataset, batch_size=None, num_workers=n)``: every item is
-    already a batch. Worker ``w`` of process ``rank`` draws from
-    ``np.random.default_rng(np.random.SeedSequence([seed, rank, w]))``, so the streams
-    of workers and ranks are independent and each is reproducible.
-
-    Args:
-        models: target models.
-        batch_size, crop_size, cfg: see :func:`make_training_batch`.
-        seed: base seed.
-        rank: the process's rank in distributed training.
-        num_batches: stop after this many batches per worker (None: endless).
-        distractor_models: see :func:`make_training_batch`; when None and there are
-            fewer than 8 models, 16 procedural ``train`` meshes (seed ``10_000 + seed``)
-            serve as distractors, so a single user object never occludes itself.
-        renderer_backend: given to ``make_renderer`` inside each worker.
-        torch_threads: ``torch.set_num_threads`` in worker processes (None: unchanged).
-    """
-
-    def __init__(self, models: Sequence, batch_size: int = 32, crop_size: int = 128,
-                 cfg: SyntheticConfig = SyntheticConfig(), seed: int = 0, rank: int = 0,
-                 num_batches: int | None = None, distractor_models: Sequence | None = None,
-                 renderer_backend: str = "torch", torch_threads: int | None = 1):
-        super().__init__()
-        self.models = list(models)
-        self.batch_size, self.crop_size, self.cfg = batch_size, crop_size, cfg
-        self.seed, self.rank, self.num_batches = seed, rank, num_batches
-        if distractor_models is None and len(self.models) < 8:
-            from pose_refiner_ros.data.procedural import procedural_models
-
-            distractor_models = procedural_models("train", 16, seed=10_000 + seed)
-        self.distractor_models = None if distractor_models is None else list(distractor_models)
-        self.renderer_backend = renderer_backend
-        self.torch_threads = torch_threads
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        from pose_refiner_ros.render.base import make_renderer
-
-        info = torch.utils.data.get_worker_info()
-        wid = 0 if info is None else info.id
-        if info is not None and self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.rank, wid]))
-        renderer = make_renderer(self.renderer_backend)
-        k = 0
-        while self.num_batches is None or k < self.num_batches:
-            yield make_training_batch(self.models, rng, self.batch_size, self.crop_size,
-                                      self.cfg, renderer, self.distractor_models)
-            k += 1

@@ -8,11 +8,7 @@ import torch
 
 from pose_refiner_ros.data.procedural import procedural_models
 from pose_refiner_ros.data.synthetic import SyntheticConfig, generate_scene
-from pose_refiner_ros.data.training_batch import (
-    SyntheticDataset,
-    draw_targets,
-    make_training_batch,
-)
+from pose_refiner_ros.data.training_batch import draw_targets, make_training_batch
 
 S = 64
 SMALL = SyntheticConfig(image_width=160, image_height=120, focal_range_px=(150.0, 260.0),
@@ -167,20 +163,6 @@ def test_scene(models, renderer):
         m = (sc.instance_map == j) & (sc.depth_m > 0)
         pts = _to_obj(o.T_cam_obj_gt, _unproject(sc.depth_m.astype(np.float64), sc.K, m))
         assert np.median(np.abs(_box_sdf(pts, half))) < 1.5e-3
-
-
-def test_dataset_streams(models):
-    ds = SyntheticDataset(models, batch_size=2, crop_size=32, cfg=SMALL, seed=7,
-                          num_batches=2)
-    batches = list(ds)
-    assert len(batches) == 2 and batches[0]["image"].shape == (2, 3, 32, 32)
-    again = next(iter(ds))
-    assert torch.equal(again["image"], batches[0]["image"])
-    other = next(iter(SyntheticDataset(models, batch_size=2, crop_size=32, cfg=SMALL, seed=7,
-                                       rank=1, num_batches=1)))
-    assert not torch.equal(other["image"], batches[0]["image"])
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
-    assert next(iter(loader))["image"].shape == (2, 3, 32, 32)
 
 
 def test_photo_backgrounds_come_from_the_bundled_photographs():
