@@ -33,8 +33,9 @@ broken objects YAML, mesh or model stops the node at start-up with a message nam
 the file and the fix. The executable's ``main`` is in ``ros.node_main``: it checks what
 it can before rclpy (ROS packages, params files, parameter types), then runs this node.
 
-What the worker does with a frame is in ``ros.processing``; ``ros.lifecycle`` has the
-managed (lifecycle) variant of this node, built from the same :class:`RefinerCore`.
+The subscription callbacks are in ``ros.input_callbacks``; what the worker does with a
+frame is in ``ros.processing``; ``ros.lifecycle`` has the managed (lifecycle) variant of
+this node, built from the same :class:`RefinerCore`.
 """
 
 from __future__ import annotations
@@ -57,16 +58,16 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
-from . import conversions as conv
 from .compressed import compressed_topic
 from .diagnostics import NodeStats, to_diagnostic_array
+from .input_callbacks import InputCallbacks
 from .markers import MarkerState
 from .params import NodeParams, declare, validate
 from .processing import FrameProcessing
 from .publish_rules import tf_frame_name
 from .stamps import StampGuard, StampsMixin
 from .startup import StartupError, load_refiner
-from .sync import FrameSynchronizer, MatchedFrame, WorkQueue, match_window_ns, stamp_to_ns
+from .sync import FrameSynchronizer, WorkQueue, match_window_ns
 from .target_class import check_target
 from .tracking import TrackingMixin
 
@@ -91,7 +92,7 @@ INPUT_QOS = QoSProfile(
 WARN_PERIOD_S = 5.0
 
 
-class RefinerCore(FrameProcessing, TrackingMixin, StampsMixin):
+class RefinerCore(InputCallbacks, FrameProcessing, TrackingMixin, StampsMixin):
     """Everything of the node but its life cycle: loading, publishers, subscriptions, the
     worker thread, callbacks. A mixin of :class:`RefinerNode` (all at construction) and
     ``ros.lifecycle.ManagedRefinerNode`` (step by step, per transition); the final class
@@ -250,82 +251,6 @@ class RefinerCore(FrameProcessing, TrackingMixin, StampsMixin):
     def _reject(self, reason: str, message: str, n: int = 1) -> None:
         self.stats.reject(reason, n)
         self._warn(reason, f"skipped ({reason}): {message}")
-
-    # -- callbacks (executor thread: keep them short) -------------------------------------
-    def _on_camera_info(self, msg) -> None:
-        self.stats.receive("camera_info")
-        key = (
-            msg.width,
-            msg.height,
-            tuple(msg.k),
-            tuple(msg.d),
-            msg.distortion_model,
-            msg.binning_x,
-            msg.binning_y,
-            msg.roi.x_offset,
-            msg.roi.y_offset,
-            msg.roi.width,
-            msg.roi.height,
-            tuple(msg.p),
-        )
-        cam = self._camera
-        if cam is not None and cam[0] == key:
-            return
-        try:
-            self._camera = (key, conv.camera_info_to_model(msg))
-        except Exception as e:  # ValueError, or anything odd: never let a callback raise
-            self._reject("bad_camera_info", f"{e} (keeping the previous valid camera_info)")
-
-    def _on_image(self, msg) -> None:
-        self.stats.receive("image")
-        stamp = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
-        if not self._image_in_time(stamp):
-            return
-        with self._sync_lock:
-            frame = self._sync.add_image(stamp, (msg, time.monotonic()))
-        if frame is not None:
-            self._submit(frame)
-        elif self.params.tracking:
-            # the worker decides when it takes the image whether a track exists (one may
-            # be starting on the frame it is refining now)
-            if self._work.put("track", stamp) and self._track is not None:
-                self.stats.drop("busy_track")
-
-    def _on_detections(self, msg) -> None:
-        self.stats.receive("detections")
-        self._add_detections(msg.header.stamp, ("detections", msg))
-
-    def _on_coarse_pose(self, msg) -> None:
-        self.stats.receive("coarse_pose")
-        if not self.params.coarse_pose_class_id:
-            self._reject(
-                "coarse_pose_without_class",
-                "a coarse_pose arrived but the parameter coarse_pose_class_id is empty; set it "
-                "to the class id of the object the pose is of",
-            )
-            return
-        self._add_detections(msg.header.stamp, ("coarse_pose", msg))
-
-    def _add_detections(self, stamp, item) -> None:
-        with self._sync_lock:
-            frame = self._sync.add_detections(
-                stamp_to_ns(stamp.sec, stamp.nanosec), (item, time.monotonic())
-            )
-        if frame is not None:
-            self._submit(frame)
-
-    def _on_depth(self, msg) -> None:
-        self.stats.receive("depth")
-        with self._sync_lock:
-            frame = self._sync.add_depth(
-                stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec), (msg, time.monotonic())
-            )
-        if frame is not None:
-            self._submit(frame)
-
-    def _submit(self, frame: MatchedFrame) -> None:
-        if self._work.put("detect", frame):
-            self.stats.drop("busy_detect")
 
     def _on_set_parameters(self, parameters):
         from rcl_interfaces.msg import SetParametersResult
