@@ -28,7 +28,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "make-bag": ("write a ROS 2 bag with known answers, from synthetic scenes or a BOP dataset",
                  "pose_refiner_ros.evaluation.make_bag:add_subcommand"),
     "bench": ("benchmark every method on the held-out synthetic set: accuracy, time, scaling",
-              "pose_refiner_ros.bench.bench:add_subcommand"),
+              "pose_refiner_ros.bench.command:add_subcommand"),
     "adapt": ("adapt the network to your scene from an unlabeled recording (no labels)",
               "pose_refiner_ros.adapt.command:add_subcommand"),
 }
