@@ -124,6 +124,18 @@ class RefinerConfig:
             (7: every start). A speed setting: on real images (lmo-dev) 2 cost half the
             time of 7 per rejected object and lost a point of ADD(-S)@0.1d (36.3% against
             37.5%); 3 did no better than 2.
+        restart_loops: for an object still rejected after the restarts, the whole
+            refinement (network and region loop, then the polish) runs again from the
+            first this many (0 to 6, at most ``restarts``) of the restarts' rotated starts, with the
+            occluder map of the refinement; the best-scoring result that passes the gate
+            of the main refinement (``keep_coarse_margin``, ``consensus_max_spread``) with
+            a region score of at least ``restart_loop_min_score`` replaces the coarse
+            pose. 0 turns it off. It costs about one refinement per start, for the
+            rejected objects only (``refine.restarts``).
+        restart_loop_min_score: see ``restart_loops``; stricter than the main gate's
+            ``keep_coarse_below`` (0.5): among six more guesses a wrong one passes more
+            often. On lmo-dev 0.5 reached 45.7% ADD(-S)@0.1d with 16.8% made worse, 0.55
+            45.1% with 13.4% (docs/benchmarks.md).
         covariance_inflation: with the region modality, each returned refinement gets a
             pose covariance (``RefineResult.covariance``) from its contour lines
             (``track.covariance``), their standard deviations multiplied by this factor:
@@ -173,6 +185,8 @@ class RefinerConfig:
     restart_deg: float = 20.0
     restart_max_spread: float = 0.03
     restart_keep: int = 7
+    restart_loops: int = 6
+    restart_loop_min_score: float = 0.55
     covariance_inflation: float = COVARIANCE_INFLATION
     crop_size: int = 128
     crop_margin: float = 1.4
@@ -209,6 +223,11 @@ class RefinerConfig:
             raise ValueError(f"consensus_starts: expected 0 to 6, got {self.consensus_starts}")
         if not 0 <= self.restarts <= 6:
             raise ValueError(f"restarts: expected 0 to 6, got {self.restarts}")
+        if not 0 <= self.restart_loops <= 6:
+            raise ValueError(f"restart_loops: expected 0 to 6, got {self.restart_loops}")
+        if not 0 <= self.restart_loop_min_score <= 1:
+            raise ValueError("restart_loop_min_score: expected in [0, 1], got "
+                             f"{self.restart_loop_min_score}")
         if self.restart_keep < 1:
             raise ValueError(f"restart_keep: expected >= 1, got {self.restart_keep}")
         if not 0 < self.restart_deg <= 90:

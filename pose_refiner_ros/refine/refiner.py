@@ -45,7 +45,7 @@ from .inputs import StageTimer, as_image_tensor, render_input, resolve_device
 from .polish import PassPoints, grid_normals_obj, plane_terms, polish_pose
 from .region import line_term
 from .region_steps import RegionSteps
-from .restarts import restart_rejected
+from .restarts import loop_restarts, restart_rejected
 from .trust import consensus_spread, verdicts
 
 __all__ = ["MODES", "RefinerConfig", "RefineResult", "Refiner", "resolve_device",
@@ -226,6 +226,11 @@ class Refiner(RegionSteps):
                     T, region_scores, restarted = restart_rejected(
                         self, img, K_t, torch.as_tensor(T0, dtype=T.dtype, device=T.device),
                         T, class_ids, mesh_idx, corners, meshes, diam, region_scores, occ)
+                    if self.cfg.restart_loops:
+                        T, region_scores, looped = loop_restarts(
+                            self, img, K_t, torch.as_tensor(T0, dtype=T.dtype, device=T.device),
+                            T, class_ids, mesh_idx, corners, meshes, diam, region_scores, occ)
+                        restarted = restarted | looped
                     if restarted.any():
                         iterates = torch.cat([iterates, T[:, None]], 1)
                         score = torch.where(restarted, region_scores[1], score)
@@ -256,12 +261,14 @@ class Refiner(RegionSteps):
         )
 
     def _loop(self, img, depth, K, T, meshes, mesh_idx, corners, diam, timer,
-              final_score=True):
+              final_score=True, occ_fixed=None):
         """The render-and-compare iterations. With the region modality the region scores
         of the starting poses and (unless not ``final_score``: a later stage scores its
         own result) of the final ones come back too; with ``loop_best_iterate`` (which
         needs ``final_score``) each object's pose is the iterate with the best region
-        score, the coarse pose included."""
+        score, the coarse pose included. ``occ_fixed``: (B, 1, H, W) occluder maps to use
+        instead of the batch's own (restarts: the batch holds several poses of one
+        object, which must not hide each other)."""
         cfg, S = self.cfg, self.cfg.crop_size
         B = T.shape[0]
         use_region = cfg.mode == "region" or (
@@ -308,7 +315,8 @@ class Refiner(RegionSteps):
                         # The others hide the contour. Rendering every object of the
                         # image costs as much as the measurement; between two refreshes
                         # the poses move a few pixels.
-                        occ = self._occluders(img, K, T, meshes, mesh_idx)
+                        occ = (occ_fixed if occ_fixed is not None else
+                               self._occluders(img, K, T, meshes, mesh_idx))
                     contour, lines, r_score = self._region_measure(
                         img, K, T, meshes, mesh_idx, idx, crop, img_crop, frags,
                         cfg.region.half_len(it), with_score=it == 0 or keep_best, occ=occ)
@@ -372,7 +380,7 @@ class Refiner(RegionSteps):
             if final_score:
                 with timer.section("region"):
                     region_final = self._region_score_at(img, K, T, meshes, mesh_idx,
-                                                         corners, diam)
+                                                         corners, diam, occ_fixed)
             if keep_best:
                 # Where an earlier iterate scored higher than the last, the loop drifted
                 # (on real images: dragged over an occluder the refiner does not know).

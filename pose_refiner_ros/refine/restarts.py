@@ -29,7 +29,7 @@ import torch
 from ..geometry.lie import so3_exp
 from .trust import consensus_spread, trusted
 
-__all__ = ["restart_rejected", "start_poses"]
+__all__ = ["restart_rejected", "loop_restarts", "start_poses"]
 
 #: rotation axes of the starts (camera frame), in the order they are used
 _AXES = ((1.0, 0, 0), (-1.0, 0, 0), (0, 1.0, 0), (0, -1.0, 0), (0, 0, 1.0), (0, 0, -1.0))
@@ -126,4 +126,63 @@ def restart_rejected(refiner, img, K, T0, T, class_ids, mesh_idx, corners, meshe
         r_final[b] = score[k, j]
         spread_all[b] = spread[k, j]
         taken[b] = True
+    return T, (region_scores[0], r_final, spread_all), taken
+
+
+def loop_restarts(refiner, img, K, T0, T, class_ids, mesh_idx, corners, meshes, diam,
+                  region_scores, occ=None):
+    """The whole refinement again, from ``cfg.restart_loops`` rotated starts, for the
+    objects still rejected (``RefinerConfig.restart_loops``).
+
+    The render-free restarts above solve with the silhouette alone; the network, which
+    carries the main refinement from far starts, is not in them. Here every start runs
+    the refiner's loop (network and region), the polish, the rendered score and the
+    consensus check, as the main refinement does, with the occluder map of the
+    refinement (the starts of one object must not hide each other), and the main gate
+    decides, with a score floor of its own (``restart_loop_min_score``). Arguments and
+    return value as :func:`restart_rejected`.
+    """
+    from .inputs import StageTimer
+
+    cfg = refiner.cfg
+    bad = ~trusted(cfg, region_scores)
+    taken = torch.zeros_like(bad)
+    n = min(cfg.restart_loops, cfg.restarts)
+    if not bad.any() or n == 0:
+        return T, region_scores, taken
+    idx = bad.nonzero()[:, 0]
+    m = len(idx)
+    starts = start_poses(T0[idx], n, cfg.restart_deg)[1:].reshape(n * m, 4, 4)
+
+    def rep(x):  # (n * m, ...): the rejected objects' entries, n times over
+        return x[idx].repeat(n, *([1] * (x.dim() - 1)))
+
+    K_r, idx_r, corners_r, diam_r = rep(K), rep(mesh_idx), rep(corners), rep(diam)
+    cids = [class_ids[int(i)] for i in idx] * n
+    occ_r = (rep(occ) if occ is not None else
+             torch.zeros(n * m, 1, *img.shape[-2:], dtype=img.dtype, device=img.device))
+    ends = refiner._loop(img, None, K_r, starts, meshes, idx_r, corners_r, diam_r,
+                         StageTimer(refiner.device), final_score=cfg.loop_best_iterate,
+                         occ_fixed=occ_r)[0]
+    ends = refiner._sparse(img, K_r, ends, cids, idx_r, corners_r, cfg.region_polish,
+                           cfg.region_polish_lm, occ_r)
+    score = refiner._region_score_at(img, K_r, ends, meshes, idx_r, corners_r, diam_r, occ_r)
+    r_init = region_scores[0][idx].repeat(n)
+    passes = ((score > r_init + cfg.keep_coarse_margin)
+              & (score >= max(cfg.keep_coarse_below, cfg.restart_loop_min_score)))
+    spread = torch.full_like(score, float("inf"))
+    if passes.any():
+        p = passes.nonzero()[:, 0]
+        spread[p] = consensus_spread(
+            refiner, img, K_r[p], ends[p], [cids[int(i)] for i in p], idx_r[p], corners_r[p],
+            meshes, diam_r[p], occ_r[p])
+    ok = passes & (spread < cfg.consensus_max_spread)
+    s = torch.where(ok, score, torch.full_like(score, -1.0)).reshape(n, m)
+    best = s.argmax(0)
+    r_final, spread_all = region_scores[1].clone(), region_scores[2].clone()
+    T = T.clone()
+    ends, score, spread = (x.reshape(n, m, *x.shape[1:]) for x in (ends, score, spread))
+    for j in (s.max(0).values >= 0).nonzero()[:, 0].tolist():
+        b, k = int(idx[j]), int(best[j])
+        T[b], r_final[b], spread_all[b], taken[b] = ends[k, j], score[k, j], spread[k, j], True
     return T, (region_scores[0], r_final, spread_all), taken

@@ -206,7 +206,7 @@ def test_region_lead_iterations_run_without_the_network(model):
         ref = Refiner(ObjectRegistry([model]),
                       RefinerConfig(iterations=iters, crop_size=96, device="cpu",
                                     region_lead_iterations=lead, early_stop_deg=0.0,
-                                    early_stop_mm=0.0),
+                                    early_stop_mm=0.0, restart_loops=0),  # the loop's own
                       CorrespondenceNet())
         inner = ref.estimator
         n = [0]
@@ -312,6 +312,34 @@ def test_a_restart_replaces_a_rejected_refinement_when_one_passes(model, keep):
     assert quick.kept_coarse and not quick.restarted
 
 
+def test_a_loop_restart_rescues_what_the_render_free_restarts_do_not(model):
+    """``restart_loops``: the whole refinement runs again from the rotated starts; here
+    the coarse pose is rolled 50 deg about the viewing axis, one start undoes the roll,
+    and the render-free restarts cannot pass (``restart_max_spread`` 0)."""
+    from pose_refiner_ros.geometry.lie import so3_exp
+
+    T_gt = _pose(model, 3.0)
+    img = _photo(model, T_gt, K_RESTART)
+    T0 = T_gt.copy()
+    T0[:3, :3] = so3_exp(torch.tensor([0.0, 0.0, np.radians(50.0)], dtype=torch.float64)
+                         ).numpy() @ T_gt[:3, :3]
+
+    def refine(loops):
+        cfg = RefinerConfig(mode="region", iterations=4, crop_size=96, device="cpu",
+                            restarts=6, restart_deg=50.0, restart_max_spread=0.0,
+                            restart_loops=loops)
+        return Refiner(ObjectRegistry([model]), cfg).refine(img, K_RESTART,
+                                                            [(model.class_id, T0)])[0]
+
+    off = refine(0)
+    assert off.kept_coarse and not off.restarted
+    r = refine(6)
+    assert r.restarted and not r.kept_coarse, r.reason
+    assert _rot_err(r.T_cam_obj, T_gt) < 2.0
+    assert r.score > r.score_coarse
+    assert np.array_equal(r.iterates[-1], r.T_cam_obj)
+
+
 def test_no_restart_passes_on_an_image_without_the_object(model):
     T0 = _pose(model, 3.0)
     img = (np.random.default_rng(0).uniform(0, 1, (120, 160, 3)) * 255).astype(np.uint8)
@@ -327,6 +355,10 @@ def test_restart_settings_are_validated():
         RefinerConfig(restart_keep=0)
     with pytest.raises(ValueError, match="restart_deg"):
         RefinerConfig(restart_deg=0.0)
+    with pytest.raises(ValueError, match="restart_loops"):
+        RefinerConfig(restart_loops=7)
+    with pytest.raises(ValueError, match="restart_loop_min_score"):
+        RefinerConfig(restart_loop_min_score=1.5)
     assert replace(RefinerConfig(), restarts=0).restarts == 0
 
 
