@@ -18,7 +18,8 @@ class TrainStream(torch.utils.data.IterableDataset):
 
     Every batch draws its perturbation scale (see ``TrainConfig.small_perturbation_*``);
     each sample's target is drawn with ``target_probs`` (see :func:`target_probs`).
-    Deterministic per (seed, rank, start step).
+    Deterministic per (seed, rank, start step, worker): each DataLoader worker draws its
+    own stream, so that several workers do not yield the same batches.
     """
 
     def __init__(self, models, cfg: TrainConfig, syn_cfg, seed: int, device="cpu",
@@ -32,7 +33,9 @@ class TrainStream(torch.utils.data.IterableDataset):
 
         if self.device.type == "cpu":
             torch.set_num_threads(1)
-        rng = np.random.default_rng(self.seed)
+        worker = torch.utils.data.get_worker_info()
+        wid = worker.id if worker is not None else 0
+        rng = np.random.default_rng(self.seed if wid == 0 else [self.seed, wid])
         renderer = make_renderer("torch", self.device)
         while True:
             syn = self.syn_cfg

@@ -177,3 +177,23 @@ def test_bundled_training_configs_are_valid():
     for p in paths:
         cfg = TrainConfig.from_dict(yaml.safe_load(p.read_text()))
         SyntheticConfig.from_dict(dict(cfg.synthetic))
+
+
+def test_data_workers_draw_different_batches():
+    """Several DataLoader workers each draw their own stream (not the same batches twice)."""
+    from pose_refiner_ros.data.procedural import procedural_models
+    from pose_refiner_ros.data.synthetic import SyntheticConfig
+    from pose_refiner_ros.train.stream import TrainStream
+    from pose_refiner_ros.train.trainer import TrainConfig
+
+    cfg = TrainConfig.from_dict({**TINY, "data_workers": 2})
+    stream = TrainStream(procedural_models("train", 3, seed=0), cfg, SyntheticConfig(), seed=5)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    it = iter(loader)
+    first, second = next(it), next(it)  # one batch from each worker
+    del it
+    assert not torch.equal(first["T_gt"], second["T_gt"])
+    # worker 0 keeps the stream a single in-process worker draws
+    alone = next(iter(TrainStream(procedural_models("train", 3, seed=0), cfg,
+                                  SyntheticConfig(), seed=5)))
+    assert torch.equal(alone["T_gt"], first["T_gt"])
