@@ -114,10 +114,25 @@ class RefinerConfig:
             render-free and region-only, from the coarse pose and from this many (0 to 6)
             rotations of it by ``restart_deg`` about the camera axes
             (``refine.restarts``); the best-scoring start that passes the gate with a
-            consensus spread below ``restart_max_spread`` replaces the coarse pose. 0
+            consensus spread below ``restart_max_spread``, near the coarse pose
+            (``restart_max_shift``), replaces the coarse pose. 0
             turns it off; it runs only with the polish (``region_polish``) and the
             consensus check (``consensus_starts`` > 0), whose steps it reuses.
         restart_deg, restart_max_spread: see ``restarts``.
+        restart_max_shift: a restart's result (``restarts`` and ``restart_loops``) is
+            taken only when the object's position moved less than this many diameters
+            from the coarse pose: a restart searches around the detection, and one that
+            ends further away has mostly locked onto something else. On lmo-dev, of the
+            loop restarts' results that pass the gate at a region score of 0.45, those
+            that moved 0.5 diameters or more were right (ADD(-S)@0.1d) for 10% and made
+            the pose worse for 67%; those that moved less were right for 38% and made it
+            worse for 33% (docs/benchmarks.md). Raise it for a detector whose positions
+            are often further off than this (in diameters of the object).
+        restart_agreed_max_shift: the bound of ``restart_max_shift`` for a loop
+            restart's result that the result of another start confirms (within 5 deg
+            and 0.1 diameter, ``refine.restarts.confirmed``): two starts that find the
+            same pose are evidence for it. 0.4 alone on lmo-dev (offline): 47.4% / 7.86
+            deg / 13.5% made worse; with 0.75 for confirmed results 47.9% / 7.78 / 14.1%.
         restart_keep: of an object's starts, only this many, the best by the
             render-free region score once the polish's lines reach their final length,
             are polished to the end, scored with a rendering and checked for consensus
@@ -129,13 +144,15 @@ class RefinerConfig:
             first this many (0 to 6, at most ``restarts``) of the restarts' rotated starts, with the
             occluder map of the refinement; the best-scoring result that passes the gate
             of the main refinement (``keep_coarse_margin``, ``consensus_max_spread``) with
-            a region score of at least ``restart_loop_min_score`` replaces the coarse
+            a region score of at least ``restart_loop_min_score``, near the coarse pose
+            (``restart_max_shift``, ``restart_agreed_max_shift``), replaces the coarse
             pose. 0 turns it off. It costs about one refinement per start, for the
             rejected objects only (``refine.restarts``).
-        restart_loop_min_score: see ``restart_loops``; stricter than the main gate's
-            ``keep_coarse_below`` (0.5): among six more guesses a wrong one passes more
-            often. On lmo-dev 0.5 reached 45.7% ADD(-S)@0.1d with 16.8% made worse, 0.55
-            45.1% with 13.4% (docs/benchmarks.md).
+        restart_loop_min_score: see ``restart_loops``; it replaces the main gate's
+            ``keep_coarse_below`` for these results, which must also stay near the coarse
+            pose (``restart_max_shift``). Without that bound, 0.5 reached 45.7%
+            ADD(-S)@0.1d on lmo-dev with 16.8% made worse and 0.55 45.1% with 13.4%; with
+            it, 0.45 reaches 48.0% with 13.5% (docs/benchmarks.md).
         covariance_inflation: with the region modality, each returned refinement gets a
             pose covariance (``RefineResult.covariance``) from its contour lines
             (``track.covariance``), their standard deviations multiplied by this factor:
@@ -184,9 +201,11 @@ class RefinerConfig:
     restarts: int = 6
     restart_deg: float = 20.0
     restart_max_spread: float = 0.03
+    restart_max_shift: float = 0.4
+    restart_agreed_max_shift: float = 0.75
     restart_keep: int = 7
     restart_loops: int = 6
-    restart_loop_min_score: float = 0.55
+    restart_loop_min_score: float = 0.45
     covariance_inflation: float = COVARIANCE_INFLATION
     crop_size: int = 128
     crop_margin: float = 1.4
@@ -225,6 +244,11 @@ class RefinerConfig:
             raise ValueError(f"restarts: expected 0 to 6, got {self.restarts}")
         if not 0 <= self.restart_loops <= 6:
             raise ValueError(f"restart_loops: expected 0 to 6, got {self.restart_loops}")
+        if not 0 < self.restart_max_shift <= self.restart_agreed_max_shift:
+            raise ValueError("restart_max_shift, restart_agreed_max_shift: expected "
+                             "0 < restart_max_shift <= restart_agreed_max_shift (object "
+                             f"diameters), got {self.restart_max_shift}, "
+                             f"{self.restart_agreed_max_shift}")
         if not 0 <= self.restart_loop_min_score <= 1:
             raise ValueError("restart_loop_min_score: expected in [0, 1], got "
                              f"{self.restart_loop_min_score}")

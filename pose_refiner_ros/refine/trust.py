@@ -120,6 +120,8 @@ def verdicts(cfg, class_ids, T0, T, iterates, score, n_iter, K, hw, diam, mode, 
     """
     if region_scores is not None:
         trusted_np = trusted(cfg, region_scores).cpu().numpy()
+        if restarted is not None:  # a restart's result passed the restarts' own gate
+            trusted_np = trusted_np | restarted.cpu().numpy()
         r_init, r_final = (x.float().cpu().numpy() for x in region_scores[:2])
         spread = (region_scores[2].float().cpu().numpy() if len(region_scores) > 2
                   else None)

@@ -185,6 +185,30 @@ def test_a_pose_sent_off_the_image_is_flagged_diverged(models, scene):
     assert results[0].diverged and "behind the camera" in results[0].reason
 
 
+def test_a_restart_result_is_judged_by_the_restarts_gate_not_the_main_one(models, scene):
+    """A restart's result (``restarted``) passed the restarts' own gate, whose score
+    floor (``restart_loop_min_score``) lies below the main gate's: the verdict returns
+    it, where the same scores without a restart keep the coarse pose."""
+    from pose_refiner_ros.refine.trust import verdicts
+
+    o = scene.objects[0]
+    cfg = RefinerConfig()
+    assert cfg.restart_loop_min_score < 0.47 < cfg.keep_coarse_below
+    T = torch.as_tensor(o.T_cam_obj_gt)[None]
+    scores = (torch.tensor([0.3]), torch.tensor([0.47]), torch.tensor([0.01]))
+
+    def verdict(restarted):
+        return verdicts(cfg, [o.class_id], o.T_cam_obj_init[None], T, T[:, None].repeat(1, 2, 1, 1),
+                        torch.ones(1), 1, scene.K, scene.image_rgb.shape[:2],
+                        torch.tensor([models[0].diameter_m]), "rgb", {}, scores,
+                        torch.tensor([restarted]))[0]
+
+    kept, taken = verdict(False), verdict(True)
+    assert kept.kept_coarse and np.array_equal(kept.T_cam_obj, o.T_cam_obj_init)
+    assert not taken.kept_coarse and taken.restarted
+    assert np.allclose(taken.T_cam_obj, o.T_cam_obj_gt)
+
+
 def test_learned_field_on_a_cpu_runs_channels_last_on_its_own_copy():
     """The estimator's channels-last copy gives the network's own field, and the
     caller's network keeps its layout (training may hold it)."""

@@ -260,6 +260,34 @@ def test_starts_are_the_coarse_pose_and_its_rotations_about_the_camera_axes():
                           (s[2, 0, :3, :3] @ T0[0, :3, :3].T).T, atol=1e-12)
 
 
+def test_near_coarse_bounds_the_distance_from_the_detection_in_diameters():
+    from pose_refiner_ros.refine.restarts import near_coarse
+
+    T0 = torch.eye(4, dtype=torch.float64).repeat(3, 1, 1)
+    T = T0.clone()
+    T[:, :3, 3] = torch.tensor([[0.0, 0.0, 0.04], [0.03, 0.0, 0.0], [0.0, 0.06, 0.0]],
+                               dtype=torch.float64)
+    diam = torch.tensor([0.1, 0.1, 0.1], dtype=torch.float64)
+    assert near_coarse(T, T0, diam, 0.5).tolist() == [True, True, False]
+    assert near_coarse(T, T0, 2 * diam, 0.5).tolist() == [True, True, True]
+
+
+def test_confirmed_results_agree_with_another_start_of_the_same_object():
+    from pose_refiner_ros.geometry.lie import so3_exp
+    from pose_refiner_ros.refine.restarts import AGREE_DEG, confirmed
+
+    ends = torch.eye(4, dtype=torch.float64).repeat(3, 2, 1, 1)  # (3 starts, 2 objects)
+    ends[1, 0, 0, 3] = 0.005  # object 0: start 1 half a centimetre from start 0
+    ends[2, 0, 0, 3] = 0.05  # start 2 half a diameter away
+    ends[1, 1, :3, :3] = so3_exp(torch.tensor([0.0, np.radians(AGREE_DEG + 1), 0.0],
+                                              dtype=torch.float64))  # object 1: rotated
+    ends[2, 1, :3, :3] = so3_exp(torch.tensor([0.0, np.radians(2 * AGREE_DEG + 2), 0.0],
+                                              dtype=torch.float64))
+    got = confirmed(ends, torch.tensor([0.1, 0.1], dtype=torch.float64))
+    assert got[:, 0].tolist() == [True, True, False]
+    assert got[:, 1].tolist() == [False, False, False]
+
+
 def _rejecting_refiner(model, restarts, keep=7, **cfg_kw):
     """A refiner whose network (random weights, heavy field weight) drags the first
     pass far off, so that the gate rejects it (the loop returns its last iterate, not
@@ -310,9 +338,13 @@ def test_a_restart_replaces_a_rejected_refinement_when_one_passes(model, keep):
     quick = _rejecting_refiner(model, 6, keep).refine(img, K_RESTART, [(model.class_id, T0)],
                                                       restarts=False)[0]
     assert quick.kept_coarse and not quick.restarted
+    # A restart's result must stay near the detection (``restart_max_shift``).
+    tight = _rejecting_refiner(model, 6, keep, restart_max_shift=1e-3).refine(
+        img, K_RESTART, [(model.class_id, T0)])[0]
+    assert tight.kept_coarse and not tight.restarted
 
 
-def test_a_loop_restart_rescues_what_the_render_free_restarts_do_not(model):
+def test_a_loop_restart_rescues_what_the_render_free_restarts_do_not(model, monkeypatch):
     """``restart_loops``: the whole refinement runs again from the rotated starts; here
     the coarse pose is rolled 50 deg about the viewing axis, one start undoes the roll,
     and the render-free restarts cannot pass (``restart_max_spread`` 0)."""
@@ -324,10 +356,10 @@ def test_a_loop_restart_rescues_what_the_render_free_restarts_do_not(model):
     T0[:3, :3] = so3_exp(torch.tensor([0.0, 0.0, np.radians(50.0)], dtype=torch.float64)
                          ).numpy() @ T_gt[:3, :3]
 
-    def refine(loops):
+    def refine(loops, **kw):
         cfg = RefinerConfig(mode="region", iterations=4, crop_size=96, device="cpu",
                             restarts=6, restart_deg=50.0, restart_max_spread=0.0,
-                            restart_loops=loops)
+                            restart_loops=loops, **kw)
         return Refiner(ObjectRegistry([model]), cfg).refine(img, K_RESTART,
                                                             [(model.class_id, T0)])[0]
 
@@ -338,6 +370,20 @@ def test_a_loop_restart_rescues_what_the_render_free_restarts_do_not(model):
     assert _rot_err(r.T_cam_obj, T_gt) < 2.0
     assert r.score > r.score_coarse
     assert np.array_equal(r.iterates[-1], r.T_cam_obj)
+    # The rescue ends within restart_max_shift of the detection's position; bounds
+    # below the distance it moved turn it away, whether other starts confirm it or not.
+    moved = np.linalg.norm(r.T_cam_obj[:3, 3] - T0[:3, 3]) / model.diameter_m
+    assert moved < RefinerConfig().restart_max_shift
+    assert refine(6, restart_max_shift=0.5 * moved,
+                  restart_agreed_max_shift=0.5 * moved).kept_coarse
+    # Beyond restart_max_shift, a result that another start confirms may move up to
+    # restart_agreed_max_shift (here no other start ends there: confirmation is faked).
+    import pose_refiner_ros.refine.restarts as restarts
+
+    assert refine(6, restart_max_shift=0.5 * moved).kept_coarse
+    monkeypatch.setattr(restarts, "confirmed", lambda ends, diam: torch.ones(
+        ends.shape[:2], dtype=torch.bool))
+    assert refine(6, restart_max_shift=0.5 * moved).restarted
 
 
 def test_no_restart_passes_on_an_image_without_the_object(model):
@@ -359,6 +405,10 @@ def test_restart_settings_are_validated():
         RefinerConfig(restart_loops=7)
     with pytest.raises(ValueError, match="restart_loop_min_score"):
         RefinerConfig(restart_loop_min_score=1.5)
+    with pytest.raises(ValueError, match="restart_max_shift"):
+        RefinerConfig(restart_max_shift=0.0)
+    with pytest.raises(ValueError, match="restart_agreed_max_shift"):
+        RefinerConfig(restart_max_shift=0.5, restart_agreed_max_shift=0.4)
     assert replace(RefinerConfig(), restarts=0).restarts == 0
 
 
