@@ -183,8 +183,9 @@ def loop_restarts(refiner, img, K, T0, T, class_ids, mesh_idx, corners, meshes, 
     the refiner's loop (network and region), the polish, the rendered score and the
     consensus check, as the main refinement does, with the occluder map of the
     refinement (the starts of one object must not hide each other), and the main gate
-    decides, with a score floor of its own (``restart_loop_min_score``). Arguments and
-    return value as :func:`restart_rejected`.
+    decides, with a score floor of its own (``restart_loop_min_score``) and the bound
+    near the detection (module docstring). Arguments and return value as
+    :func:`restart_rejected`.
     """
     from .inputs import StageTimer
 
