@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..geometry.lie import so3_exp
+from ..geometry.lie import rotation_angle_deg, so3_exp
 from .trust import consensus_spread, trusted
 
 __all__ = ["restart_rejected", "loop_restarts", "start_poses", "near_coarse", "confirmed"]
@@ -57,9 +57,10 @@ def start_poses(T0: torch.Tensor, n: int, angle_deg: float) -> torch.Tensor:
 
 
 def near_coarse(T_end: torch.Tensor, T0: torch.Tensor, diam: torch.Tensor,
-                max_shift: float) -> torch.Tensor:
-    """(N,) bool: the position of ``T_end`` (N, 4, 4) lies within ``max_shift`` object
-    diameters ``diam`` (N,) of the coarse pose ``T0`` (N, 4, 4) (camera frame, metres).
+                max_shift: float | torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the position of ``T_end`` (N, 4, 4) lies within ``max_shift`` (a number
+    or (N,)) object diameters ``diam`` (N,) of the coarse pose ``T0`` (N, 4, 4) (camera
+    frame, metres).
 
     A restart searches around the detection: one that ends far from it has mostly locked
     onto something else (module docstring)."""
@@ -81,8 +82,7 @@ def confirmed(ends: torch.Tensor, diam: torch.Tensor) -> torch.Tensor:
     the same pose found the same basin independently: evidence for it."""
     R, t = ends[..., :3, :3], ends[..., :3, 3]
     # (n, n, m): rotation angle and distance between the results of starts k and k'
-    cos = ((R[:, None].transpose(-1, -2) @ R[None]).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    ang = torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+    ang = rotation_angle_deg(R[:, None], R[None])
     dist = (t[:, None] - t[None]).norm(dim=-1)
     agree = (ang < AGREE_DEG) & (dist < AGREE_DIAMETERS * diam[None, None])
     agree &= ~torch.eye(len(ends), dtype=torch.bool, device=ends.device)[..., None]
@@ -213,10 +213,10 @@ def loop_restarts(refiner, img, K, T0, T, class_ids, mesh_idx, corners, meshes, 
                            cfg.region_polish_lm, occ_r)
     score = refiner._region_score_at(img, K_r, ends, meshes, idx_r, corners_r, diam_r, occ_r)
     r_init = region_scores[0][idx].repeat(n)
-    T0_r = rep(T0)
-    near = (near_coarse(ends, T0_r, diam_r, cfg.restart_max_shift)
-            | (near_coarse(ends, T0_r, diam_r, cfg.restart_agreed_max_shift)
-               & confirmed(ends.reshape(n, m, 4, 4), diam[idx]).reshape(-1)))
+    # the wider bound for a result that another start's result confirms
+    max_shift = torch.where(confirmed(ends.reshape(n, m, 4, 4), diam[idx]).reshape(-1),
+                            cfg.restart_agreed_max_shift, cfg.restart_max_shift)
+    near = near_coarse(ends, rep(T0), diam_r, max_shift)
     passes = ((score > r_init + cfg.keep_coarse_margin)
               & (score >= cfg.restart_loop_min_score) & near)
     spread = torch.full_like(score, float("inf"))
